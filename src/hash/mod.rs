@@ -1,0 +1,70 @@
+//! Bytes → decoded pixels (bounded) → perceptual hashes.
+//!
+//! Everything here is a pure function of the input bytes and the [`DecodeLimits`]:
+//! no I/O, no global state. [`hash_image`] is the one entry point the rest of the
+//! crate uses.
+
+mod decode;
+mod hash256;
+pub mod pdq;
+mod phash;
+
+pub use decode::{decode, DecodeLimits, DecodedImage};
+pub use hash256::{Hash256, ParseHashError};
+pub use pdq::{Orientation, PdqHashes};
+
+use sha2::{Digest, Sha256};
+
+/// Why an image could not be hashed. Every variant is the caller's input's fault
+/// (bad or hostile bytes), never a server fault.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("empty input: zero bytes")]
+    Empty,
+    #[error("input is {size} bytes, over the limit of {limit} bytes")]
+    TooManyBytes { size: usize, limit: usize },
+    #[error("not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF): {0}")]
+    UnknownFormat(String),
+    #[error("image declares {width}×{height} = {pixels} pixels, over the limit of {limit} pixels")]
+    TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
+    #[error("image has no pixels ({width}×{height})")]
+    NoPixels { width: u32, height: u32 },
+    #[error("corrupt or truncated {format} image: {reason}")]
+    Corrupt { format: String, reason: String },
+}
+
+/// Everything computed from one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageHashes {
+    /// PDQ hash, quality and the 8 dihedral variants.
+    pub pdq: PdqHashes,
+    /// 64-bit DCT pHash (image_hasher, median), the secondary hash.
+    pub phash: u64,
+    /// Width after EXIF orientation.
+    pub width: u32,
+    /// Height after EXIF orientation.
+    pub height: u32,
+    /// Format the bytes were decoded as (lowercase, e.g. `jpeg`).
+    pub format: &'static str,
+}
+
+/// SHA-256 of the raw bytes, the identity of a file for idempotent re-indexing.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Decode `bytes` within `limits` and compute all hashes.
+pub fn hash_image(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHashes, ImageError> {
+    let mut decoded = decode(bytes, limits)?;
+    Ok(hash_decoded(&mut decoded))
+}
+
+/// Compute all hashes of an already decoded image (its luma plane is used as scratch).
+pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
+    let (w, h) = (decoded.width as usize, decoded.height as usize);
+    let mut scratch = pdq::PdqScratch::default();
+    let filtered = pdq::filter_and_decimate(&mut decoded.luma, w, h, &mut scratch);
+    let pdq = pdq::hash_64x64(&filtered);
+    let phash = phash::phash_64(&filtered);
+    ImageHashes { pdq, phash, width: decoded.width, height: decoded.height, format: decoded.format }
+}

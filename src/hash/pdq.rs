@@ -1,0 +1,428 @@
+//! A port of Meta's PDQ perceptual hash (ThreatExchange `pdq/cpp`, `pdqhashing.cpp`).
+//!
+//! The steps follow the reference exactly, in `f32` like the reference, so that a
+//! full-resolution input hashes to the same bits (give or take a rounding-order bit):
+//!
+//! 1. luminance `0.299 R + 0.587 G + 0.114 B` (done by the caller, see [`super::decode`]);
+//! 2. two passes of a Jarosz (box-of-boxes) filter along rows then columns, window
+//!    `(old + 2·64 − 1) / (2·64)`, then decimation to 64×64 by sampling cell centres;
+//! 3. quality: the sum of |neighbour differences| on the 64×64 buffer, scaled to 0–100;
+//! 4. a 16×16 DCT of the 64×64 buffer (rows 1..=16 of the DCT-II basis: DC dropped);
+//! 5. bit `i·16 + j` is set when coefficient `[i][j]` exceeds the median of all 256.
+//!
+//! The eight dihedral variants (rotations and mirrors) come from sign changes and a
+//! transpose of the one 16×16 coefficient block, as the reference does, so the extra
+//! seven hashes cost almost nothing.
+
+use super::Hash256;
+
+/// Side of the downsampled buffer the DCT runs on.
+pub const DOWNSAMPLE: usize = 64;
+/// Side of the kept DCT coefficient block.
+const DCT_SIDE: usize = 16;
+/// Passes of the box filter (the reference's `PDQ_NUM_JAROSZ_XY_PASSES`).
+const JAROSZ_PASSES: usize = 2;
+
+/// One of the eight rotations/mirrors of a square, in the order of the reference's
+/// `pdqDihedralHash256esFromFloatLuma` (and of PyPI `pdqhash.compute_dihedral`).
+///
+/// The variant `t` of an image's hash is (up to filter rounding) the hash of `t`
+/// applied to the image's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Orientation {
+    /// The image as it is.
+    Original = 0,
+    /// Rotated a quarter turn counter-clockwise.
+    Rotate90 = 1,
+    /// Rotated a half turn.
+    Rotate180 = 2,
+    /// Rotated three quarter turns counter-clockwise (a quarter turn clockwise).
+    Rotate270 = 3,
+    /// Mirrored top to bottom (each column reversed).
+    FlipX = 4,
+    /// Mirrored left to right (each row reversed).
+    FlipY = 5,
+    /// Transposed: mirrored about the main diagonal.
+    FlipPlus1 = 6,
+    /// Mirrored about the anti-diagonal.
+    FlipMinus1 = 7,
+}
+
+impl Orientation {
+    /// All eight, in index order.
+    pub const ALL: [Orientation; 8] = [
+        Orientation::Original,
+        Orientation::Rotate90,
+        Orientation::Rotate180,
+        Orientation::Rotate270,
+        Orientation::FlipX,
+        Orientation::FlipY,
+        Orientation::FlipPlus1,
+        Orientation::FlipMinus1,
+    ];
+
+    /// The orientation with index `i` (0–7).
+    pub fn from_index(i: u8) -> Option<Orientation> {
+        Self::ALL.get(usize::from(i)).copied()
+    }
+
+    /// Stable machine name, used in JSON output and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Orientation::Original => "original",
+            Orientation::Rotate90 => "rotate90",
+            Orientation::Rotate180 => "rotate180",
+            Orientation::Rotate270 => "rotate270",
+            Orientation::FlipX => "flip_x",
+            Orientation::FlipY => "flip_y",
+            Orientation::FlipPlus1 => "transpose",
+            Orientation::FlipMinus1 => "transverse",
+        }
+    }
+
+    /// The transform that undoes this one.
+    pub fn inverse(self) -> Orientation {
+        match self {
+            Orientation::Rotate90 => Orientation::Rotate270,
+            Orientation::Rotate270 => Orientation::Rotate90,
+            other => other,
+        }
+    }
+
+    /// Plain words for a person: how a listing relates to the stored photo when the
+    /// listing's hash had to be turned by `self` to match.
+    pub fn describe_match(self) -> &'static str {
+        match self.inverse() {
+            Orientation::Original => "same orientation",
+            Orientation::Rotate90 => "rotated 90° counter-clockwise",
+            Orientation::Rotate180 => "rotated 180°",
+            Orientation::Rotate270 => "rotated 90° clockwise",
+            Orientation::FlipX => "mirrored top to bottom",
+            Orientation::FlipY => "mirrored left to right",
+            Orientation::FlipPlus1 => "mirrored about the diagonal",
+            Orientation::FlipMinus1 => "mirrored about the anti-diagonal",
+        }
+    }
+}
+
+/// PDQ output for one image: the hash, its quality and all eight dihedral variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdqHashes {
+    /// Quality score 0–100: how much gradient the image has. Below ~50 the hash is
+    /// unreliable (flat or nearly blank images).
+    pub quality: u8,
+    /// Hash of each orientation, indexed by `Orientation as usize`; `[0]` is the hash.
+    pub dihedral: [Hash256; 8],
+}
+
+impl PdqHashes {
+    /// The hash of the image as it is.
+    pub fn hash(&self) -> Hash256 {
+        self.dihedral[0]
+    }
+}
+
+/// Reusable work buffers, so that hashing many images does not reallocate.
+#[derive(Default)]
+pub struct PdqScratch {
+    tmp: Vec<f32>,
+}
+
+/// Hash a luminance plane (row-major, `width * height` values in 0–255).
+///
+/// `luma` is used as a work buffer and is overwritten (the reference filters in place).
+pub fn hash_luma(luma: &mut [f32], width: usize, height: usize, scratch: &mut PdqScratch) -> PdqHashes {
+    hash_64x64(&filter_and_decimate(luma, width, height, scratch))
+}
+
+/// Steps 2 of the algorithm: the Jarosz filter and decimation to a 64×64 buffer, which
+/// the pHash also starts from.
+pub fn filter_and_decimate(
+    luma: &mut [f32],
+    width: usize,
+    height: usize,
+    scratch: &mut PdqScratch,
+) -> Box<[f32; DOWNSAMPLE * DOWNSAMPLE]> {
+    assert_eq!(luma.len(), width * height, "luma plane size does not match its dimensions");
+    assert!(width > 0 && height > 0, "empty luma plane");
+    scratch.tmp.clear();
+    scratch.tmp.resize(luma.len(), 0.0);
+    let window_along_rows = jarosz_window(width, DOWNSAMPLE);
+    let window_along_cols = jarosz_window(height, DOWNSAMPLE);
+    for _ in 0..JAROSZ_PASSES {
+        box_along_rows(luma, &mut scratch.tmp, height, width, window_along_rows);
+        box_along_cols(&scratch.tmp, luma, height, width, window_along_cols);
+    }
+    decimate(luma, height, width)
+}
+
+/// Hash an already filtered and decimated 64×64 buffer (steps 3–5).
+pub fn hash_64x64(buf: &[f32; DOWNSAMPLE * DOWNSAMPLE]) -> PdqHashes {
+    let quality = quality_64x64(buf);
+    let coeffs = dct_64_to_16(buf);
+    let dihedral = Orientation::ALL.map(|o| bits_above_median(&transform_coefficients(&coeffs, o)));
+    PdqHashes { quality, dihedral }
+}
+
+/// The reference's `computeJaroszFilterWindowSize`.
+fn jarosz_window(old: usize, new: usize) -> usize {
+    (old + 2 * new - 1) / (2 * new)
+}
+
+fn box_along_rows(input: &[f32], output: &mut [f32], rows: usize, cols: usize, window: usize) {
+    for r in 0..rows {
+        let range = r * cols..(r + 1) * cols;
+        box_1d(&input[range.clone()], &mut output[range], cols, 1, window);
+    }
+}
+
+fn box_along_cols(input: &[f32], output: &mut [f32], rows: usize, cols: usize, window: usize) {
+    for c in 0..cols {
+        box_1d(&input[c..], &mut output[c..], rows, cols, window);
+    }
+}
+
+/// The reference's `box1DFloat`: a centred running mean whose window shrinks at the ends.
+fn box_1d(input: &[f32], output: &mut [f32], len: usize, stride: usize, full_window: usize) {
+    // As in the reference: 7 -> 4, 8 -> 5.
+    let half_window = (full_window + 2) / 2;
+    let phase1 = half_window - 1;
+    let phase2 = full_window - half_window + 1;
+    let phase3 = len - full_window;
+    let phase4 = half_window - 1;
+    let (mut li, mut ri, mut oi) = (0usize, 0usize, 0usize);
+    let mut sum = 0.0f32;
+    let mut current = 0usize;
+    for _ in 0..phase1 {
+        sum += input[ri];
+        current += 1;
+        ri += stride;
+    }
+    for _ in 0..phase2 {
+        sum += input[ri];
+        current += 1;
+        output[oi] = sum / current as f32;
+        ri += stride;
+        oi += stride;
+    }
+    for _ in 0..phase3 {
+        sum += input[ri];
+        sum -= input[li];
+        output[oi] = sum / current as f32;
+        li += stride;
+        ri += stride;
+        oi += stride;
+    }
+    for _ in 0..phase4 {
+        sum -= input[li];
+        current -= 1;
+        output[oi] = sum / current as f32;
+        li += stride;
+        oi += stride;
+    }
+}
+
+/// The reference's `decimateFloat`: sample the centre of each of 64×64 cells.
+fn decimate(input: &[f32], rows: usize, cols: usize) -> Box<[f32; DOWNSAMPLE * DOWNSAMPLE]> {
+    let mut out = Box::new([0.0f32; DOWNSAMPLE * DOWNSAMPLE]);
+    for i in 0..DOWNSAMPLE {
+        let ini = (((i as f64 + 0.5) * rows as f64) / DOWNSAMPLE as f64) as usize;
+        for j in 0..DOWNSAMPLE {
+            let inj = (((j as f64 + 0.5) * cols as f64) / DOWNSAMPLE as f64) as usize;
+            out[i * DOWNSAMPLE + j] = input[ini * cols + inj];
+        }
+    }
+    out
+}
+
+/// The reference's `computePDQImageDomainQualityMetric`.
+fn quality_64x64(buf: &[f32; DOWNSAMPLE * DOWNSAMPLE]) -> u8 {
+    let step = |u: f32, v: f32| -> i64 { (((u - v) * 100.0) / 255.0) as i32 as i64 };
+    let mut gradient_sum: i64 = 0;
+    for i in 0..DOWNSAMPLE - 1 {
+        for j in 0..DOWNSAMPLE {
+            gradient_sum += step(buf[i * DOWNSAMPLE + j], buf[(i + 1) * DOWNSAMPLE + j]).abs();
+        }
+    }
+    for i in 0..DOWNSAMPLE {
+        for j in 0..DOWNSAMPLE - 1 {
+            gradient_sum += step(buf[i * DOWNSAMPLE + j], buf[i * DOWNSAMPLE + j + 1]).abs();
+        }
+    }
+    (gradient_sum / 90).min(100) as u8
+}
+
+/// `D[i][j] = sqrt(2/64) · cos(π/128 · (i+1) · (2j+1))`, 16×64 (the DC row is skipped).
+fn dct_matrix() -> &'static [[f32; DOWNSAMPLE]; DCT_SIDE] {
+    static MATRIX: std::sync::OnceLock<[[f32; DOWNSAMPLE]; DCT_SIDE]> = std::sync::OnceLock::new();
+    MATRIX.get_or_init(|| {
+        let scale = (2.0f64 / DOWNSAMPLE as f64).sqrt();
+        let mut m = [[0.0f32; DOWNSAMPLE]; DCT_SIDE];
+        for (i, row) in m.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                let angle = std::f64::consts::PI / 2.0 / DOWNSAMPLE as f64 * (i + 1) as f64 * (2 * j + 1) as f64;
+                *v = (scale * angle.cos()) as f32;
+            }
+        }
+        m
+    })
+}
+
+/// `B = D · A · Dᵀ`, summed in the reference's order.
+fn dct_64_to_16(a: &[f32; DOWNSAMPLE * DOWNSAMPLE]) -> [[f32; DCT_SIDE]; DCT_SIDE] {
+    let d = dct_matrix();
+    let mut t = [[0.0f32; DOWNSAMPLE]; DCT_SIDE];
+    for i in 0..DCT_SIDE {
+        for j in 0..DOWNSAMPLE {
+            let mut sum = 0.0f32;
+            for k in 0..DOWNSAMPLE {
+                sum += d[i][k] * a[k * DOWNSAMPLE + j];
+            }
+            t[i][j] = sum;
+        }
+    }
+    let mut b = [[0.0f32; DCT_SIDE]; DCT_SIDE];
+    for i in 0..DCT_SIDE {
+        for j in 0..DCT_SIDE {
+            let mut sum = 0.0f32;
+            for k in 0..DOWNSAMPLE {
+                sum += t[i][k] * d[j][k];
+            }
+            b[i][j] = sum;
+        }
+    }
+    b
+}
+
+/// The reference's `dct16OriginalTo*`: a DCT basis row of frequency `i+1` is odd or even
+/// under reversal, so mirroring an image negates every other coefficient row/column, and
+/// a transpose of the image transposes the block.
+fn transform_coefficients(a: &[[f32; DCT_SIDE]; DCT_SIDE], o: Orientation) -> [[f32; DCT_SIDE]; DCT_SIDE] {
+    let mut b = [[0.0f32; DCT_SIDE]; DCT_SIDE];
+    for i in 0..DCT_SIDE {
+        for j in 0..DCT_SIDE {
+            let v = a[i][j];
+            let (odd_i, odd_j, odd_sum) = (i & 1 == 1, j & 1 == 1, (i + j) & 1 == 1);
+            let signed = |keep: bool| if keep { v } else { -v };
+            match o {
+                Orientation::Original => b[i][j] = v,
+                Orientation::Rotate90 => b[j][i] = signed(odd_j),
+                Orientation::Rotate180 => b[i][j] = signed(!odd_sum),
+                Orientation::Rotate270 => b[j][i] = signed(odd_i),
+                Orientation::FlipX => b[i][j] = signed(odd_i),
+                Orientation::FlipY => b[i][j] = signed(odd_j),
+                Orientation::FlipPlus1 => b[j][i] = v,
+                Orientation::FlipMinus1 => b[j][i] = signed(!odd_sum),
+            }
+        }
+    }
+    b
+}
+
+/// Bit `i·16 + j` set when `b[i][j]` is above the median (the reference's `torben`,
+/// which for 256 values returns the 128th smallest).
+fn bits_above_median(b: &[[f32; DCT_SIDE]; DCT_SIDE]) -> Hash256 {
+    let mut sorted: Vec<f32> = b.iter().flatten().copied().collect();
+    sorted.sort_unstable_by(f32::total_cmp);
+    let median = sorted[(DCT_SIDE * DCT_SIDE - 1) / 2];
+    let mut words = [0u64; 4];
+    for (k, &v) in b.iter().flatten().enumerate() {
+        if v > median {
+            words[k / 64] |= 1 << (k % 64);
+        }
+    }
+    Hash256(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient_image(w: usize, h: usize) -> Vec<f32> {
+        (0..h)
+            .flat_map(|y| {
+                (0..w).map(move |x| {
+                    let (x, y) = (x as f32, y as f32);
+                    128.0 + 60.0 * (x / 9.0).sin() * (y / 13.0).cos() + 40.0 * ((x + 2.0 * y) / 17.0).sin()
+                        + 20.0 * ((x * x + y) / 300.0).cos()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn box_filter_of_a_constant_is_that_constant() {
+        let input = vec![5.0f32; 37];
+        let mut out = vec![0.0f32; 37];
+        for window in [1, 2, 3, 7, 8, 37] {
+            box_1d(&input, &mut out, 37, 1, window);
+            assert!(out.iter().all(|&v| (v - 5.0).abs() < 1e-5), "window {window}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn box_filter_matches_a_naive_centred_mean() {
+        let input: Vec<f32> = (0..20).map(|i| (i * i % 17) as f32).collect();
+        let mut out = vec![0.0f32; 20];
+        let window = 5;
+        box_1d(&input, &mut out, 20, 1, window);
+        // Window of 5 centred: [i-2, i+2] clipped to the vector.
+        for (i, &got) in out.iter().enumerate() {
+            let lo = i.saturating_sub(2);
+            let hi = (i + 2).min(19);
+            let want: f32 = input[lo..=hi].iter().sum::<f32>() / (hi - lo + 1) as f32;
+            assert!((got - want).abs() < 1e-4, "at {i}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn half_the_bits_are_set() {
+        let (w, h) = (300, 200);
+        let mut luma = gradient_image(w, h);
+        let hashes = hash_luma(&mut luma, w, h, &mut PdqScratch::default());
+        for variant in hashes.dihedral {
+            assert_eq!(variant.count_ones(), 128);
+        }
+    }
+
+    #[test]
+    fn flat_image_has_zero_quality() {
+        let mut luma = vec![128.0f32; 100 * 100];
+        let hashes = hash_luma(&mut luma, 100, 100, &mut PdqScratch::default());
+        assert_eq!(hashes.quality, 0);
+    }
+
+    /// Applying a transform to the pixels and hashing must give (nearly) the variant
+    /// computed from the coefficients: this pins down which variant is which.
+    #[test]
+    fn dihedral_variants_match_transformed_pixels() {
+        // At 64×64 the filter is the identity and decimation keeps every pixel, so a
+        // transform of the pixels is exactly a transform of the buffer the DCT sees.
+        let n = 64;
+        let base = gradient_image(n, n);
+        let at = |x: usize, y: usize| base[y * n + x];
+        let transforms: [(Orientation, Box<dyn Fn(usize, usize) -> f32>); 8] = [
+            (Orientation::Original, Box::new(|x, y| at(x, y))),
+            // Counter-clockwise quarter turn: new(x, y) = old(n-1-y, x).
+            (Orientation::Rotate90, Box::new(|x, y| at(n - 1 - y, x))),
+            (Orientation::Rotate180, Box::new(|x, y| at(n - 1 - x, n - 1 - y))),
+            (Orientation::Rotate270, Box::new(|x, y| at(y, n - 1 - x))),
+            (Orientation::FlipX, Box::new(|x, y| at(x, n - 1 - y))),
+            (Orientation::FlipY, Box::new(|x, y| at(n - 1 - x, y))),
+            (Orientation::FlipPlus1, Box::new(|x, y| at(y, x))),
+            (Orientation::FlipMinus1, Box::new(|x, y| at(n - 1 - y, n - 1 - x))),
+        ];
+        let mut scratch = PdqScratch::default();
+        let mut plane = base.clone();
+        let original = hash_luma(&mut plane, n, n, &mut scratch);
+        let mut worst = 0;
+        for (o, f) in transforms {
+            let mut moved: Vec<f32> = (0..n).flat_map(|y| (0..n).map(move |x| (x, y))).map(|(x, y)| f(x, y)).collect();
+            let direct = hash_luma(&mut moved, n, n, &mut scratch).hash();
+            let distance = direct.distance(&original.dihedral[o as usize]);
+            worst = worst.max(distance);
+        }
+        assert!(worst <= 2, "a transformed image's hash is {worst} bits from its variant");
+    }
+}
