@@ -1,2 +1,4 @@
 pub mod hash;
 pub mod index;
+pub mod matcher;
+pub mod cli;

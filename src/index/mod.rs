@@ -197,6 +197,10 @@ pub struct Stats {
     pub manifest: Manifest,
 }
 
+/// Below this many records no multi-index tables are built: their fixed cost (16 ×
+/// 256 KiB of bucket offsets) buys nothing over a scan of so few codes.
+pub const MIN_MIH_RECORDS: u64 = 16_384;
+
 /// Record layout of `refs-G.bin`: entry id, brand number, label code, view.
 const REF_BYTES: usize = 16;
 const CODE_BYTES: usize = 32;
@@ -611,17 +615,18 @@ impl Index {
     /// Rebuild the multi-index tables if too many records are past them.
     fn refresh_if_needed(&mut self) -> Result<(), IndexError> {
         let covered = self.mih.as_ref().map_or(0, |m| m.records());
-        if self.codes.len() - covered > self.options.mih_tail_limit {
+        if self.codes.len() - covered > self.options.mih_tail_limit && self.codes.len() >= MIN_MIH_RECORDS {
             self.rebuild_mih()?;
         }
         Ok(())
     }
 
     /// Bring the derived tables up to date with every record (end of a bulk load).
+    /// Small indexes have none: below [`MIN_MIH_RECORDS`] a scan is as fast.
     pub fn refresh(&mut self) -> Result<(), IndexError> {
         self.require_writable()?;
         let covered = self.mih.as_ref().map_or(0, |m| m.records());
-        if covered < self.codes.len() {
+        if covered < self.codes.len() && self.codes.len() >= MIN_MIH_RECORDS {
             self.rebuild_mih()?;
         }
         Ok(())

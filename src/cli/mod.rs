@@ -1,0 +1,408 @@
+//! The command line: parse, validate, call the library, print. No policy lives here.
+
+mod ingest;
+mod output;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::hash::{self, DecodeLimits};
+use crate::index::{HnswParams, Index, Label, NearestEngine, OpenOptions, Selector};
+use crate::matcher::{self, Query, Thresholds, Verdict};
+
+/// Exit code: everything asked for was done and found.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a query matched nothing, a file failed, or nothing was deleted.
+pub const EXIT_PARTIAL: u8 = 1;
+/// Exit code: usage error or fatal error.
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lookalike",
+    version,
+    about = "Catch counterfeit listings by image: index brands' photos, match listing images against them.",
+    long_about = "Catch counterfeit listings by image.\n\n\
+        Brands register their genuine product photos (label `authentic`) and photos of seized \
+        counterfeits (`known_fake`); each image is reduced to a PDQ perceptual hash (and a pHash) \
+        and stored in an index directory. A listing image is matched against all eight \
+        rotations/mirrors of its hash and gets a verdict: KNOWN_FAKE, BRAND_PHOTO_REUSED, REVIEW, \
+        NO_MATCH or LOW_QUALITY.\n\n\
+        Exit codes: 0 ok; 1 a query matched nothing, some files failed, or nothing was deleted; \
+        2 usage or fatal error.",
+    after_help = "Examples:\n  \
+        lookalike index catalog/acme/ --brand acme --label authentic\n  \
+        lookalike query listing.jpg\n  \
+        lookalike query --json a.jpg b.webp\n  \
+        lookalike hash photo.png\n  \
+        lookalike stats"
+)]
+pub struct Cli {
+    /// Index directory (created by `index` if missing).
+    #[arg(long, global = true, env = "LOOKALIKE_DATA", default_value = "index-data", value_name = "DIR")]
+    pub data: PathBuf,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Input limits, applied before decoding.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Refuse image files larger than this many bytes.
+    #[arg(long, global = true, default_value_t = DecodeLimits::DEFAULT_MAX_BYTES, value_name = "BYTES")]
+    pub max_bytes: usize,
+    /// Refuse images whose header declares more pixels than this (decompression bombs).
+    #[arg(long, global = true, default_value_t = DecodeLimits::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    pub max_pixels: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> DecodeLimits {
+        DecodeLimits { max_bytes: self.max_bytes, max_pixels: self.max_pixels }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Add images (files or directories, walked recursively) to the index.
+    ///
+    /// Files are hashed on all cores and written in batches. Re-indexing a file already
+    /// stored for the same brand and label (same SHA-256) does nothing, so an
+    /// interrupted run can simply be run again. Non-image files are skipped; broken
+    /// images are reported one line each and counted as failed (exit code 1).
+    Index(IndexArgs),
+    /// Match images against the index and print the nearest entries and a verdict.
+    ///
+    /// Each image's PDQ hash is searched in all eight rotations/mirrors. Verdicts:
+    /// KNOWN_FAKE / BRAND_PHOTO_REUSED (best match within --flag), REVIEW (within
+    /// --review), NO_MATCH, LOW_QUALITY (quality under --min-quality). Exit code 1 if
+    /// any image matched nothing (NO_MATCH, LOW_QUALITY) or failed.
+    Query(QueryArgs),
+    /// Print the PDQ hash (64 hex digits, ThreatExchange convention), its quality and
+    /// the 64-bit pHash of image files.
+    Hash(HashArgs),
+    /// Show entry counts by brand and label, file sizes and index parameters.
+    Stats(StatsArgs),
+    /// Delete (tombstone) entries; they are never returned again. `compact` reclaims space.
+    Delete(DeleteArgs),
+    /// Rewrite the index files without deleted entries.
+    Compact,
+    /// Rebuild every derived index file from the catalog (after a damaged-file error).
+    Repair,
+    /// Build the HNSW graph used by `query --nearest --engine hnsw`.
+    ///
+    /// Approximate and slow to build; the exact engine is the default for everything
+    /// (see the README's measurements).
+    Hnsw(HnswArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Image files or directories (walked recursively). Optional with --manifest.
+    pub paths: Vec<PathBuf>,
+    /// Brand the images belong to.
+    #[arg(long)]
+    pub brand: String,
+    /// What the images are: the brand's genuine photos, or photos of seized fakes.
+    #[arg(long, value_enum)]
+    pub label: LabelArg,
+    /// CSV with rows `path,external_id[,label][,note]` (paths relative to the CSV's
+    /// folder; a header row is allowed). Listed files get these ids; others use their
+    /// file stem. Without PATHS, exactly the listed files are indexed.
+    #[arg(long, value_name = "CSV")]
+    pub manifest: Option<PathBuf>,
+    /// Files hashed per written batch.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch: usize,
+    /// No progress bar, no per-file lines; only the summary and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelArg {
+    Authentic,
+    KnownFake,
+}
+
+impl From<LabelArg> for Label {
+    fn from(l: LabelArg) -> Label {
+        match l {
+            LabelArg::Authentic => Label::Authentic,
+            LabelArg::KnownFake => Label::KnownFake,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineArg {
+    /// Exact scan over every code.
+    Exact,
+    /// HNSW graph (approximate; build it first with `lookalike hnsw`).
+    Hnsw,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// Image files to match; `-` reads one image from standard input.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// One JSON object per line per image instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Most matches shown per image.
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// Distance (bits of 256) at or below which a match is acted on automatically.
+    #[arg(long, default_value_t = Thresholds::DEFAULT_FLAG, value_name = "BITS")]
+    pub flag: u32,
+    /// Distance at or below which a match goes to a moderator.
+    #[arg(long, default_value_t = Thresholds::DEFAULT_REVIEW, value_name = "BITS")]
+    pub review: u32,
+    /// PDQ quality under which no verdict is given.
+    #[arg(long, default_value_t = Thresholds::DEFAULT_MIN_QUALITY, value_name = "0-100")]
+    pub min_quality: u8,
+    /// Only match this brand's entries.
+    #[arg(long)]
+    pub brand: Option<String>,
+    /// Only match entries with this label.
+    #[arg(long, value_enum)]
+    pub label: Option<LabelArg>,
+    /// Show the k nearest entries even beyond the review distance.
+    #[arg(long)]
+    pub nearest: bool,
+    /// Engine for --nearest.
+    #[arg(long, value_enum, default_value = "exact", requires = "nearest")]
+    pub engine: EngineArg,
+    /// HNSW search breadth (with --engine hnsw).
+    #[arg(long, default_value_t = 128)]
+    pub ef: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct HashArgs {
+    /// Image files; `-` reads one image from standard input.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print the hashes of the 8 rotations/mirrors.
+    #[arg(long)]
+    pub orientations: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "external_id"])))]
+pub struct DeleteArgs {
+    /// Internal id of the entry.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Brand of the entries (with --external-id).
+    #[arg(long, requires = "external_id")]
+    pub brand: Option<String>,
+    /// External id of the entries (with --brand): every live entry with it is deleted.
+    #[arg(long, requires = "brand")]
+    pub external_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HnswArgs {
+    /// Links per node per layer.
+    #[arg(long, default_value_t = HnswParams::default().max_connections)]
+    pub max_connections: usize,
+    /// Candidate list size while building.
+    #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+    pub ef_construction: usize,
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let limits = cli.limits.limits();
+    match cli.command {
+        Command::Index(args) => ingest::run(&cli.data, &args, &limits),
+        Command::Query(args) => query(&cli.data, &args, &limits),
+        Command::Hash(args) => hash_files(&args, &limits),
+        Command::Stats(args) => stats(&cli.data, &args),
+        Command::Delete(args) => delete(&cli.data, &args),
+        Command::Compact => {
+            let mut index = open_writable(&cli.data)?;
+            let dropped = index.compact()?;
+            println!("compacted {}: dropped {dropped} deleted records, {} remain", cli.data.display(), index.records());
+            Ok(EXIT_OK)
+        }
+        Command::Repair => {
+            let n = Index::repair(&cli.data).with_context(|| format!("repairing {}", cli.data.display()))?;
+            println!("rebuilt {} from its catalog: {n} live entries", cli.data.display());
+            Ok(EXIT_OK)
+        }
+        Command::Hnsw(args) => {
+            let mut index = open_writable(&cli.data)?;
+            let params = HnswParams { max_connections: args.max_connections, ef_construction: args.ef_construction };
+            if !(2..=256).contains(&params.max_connections) || params.ef_construction == 0 {
+                bail!("--max-connections must be 2–256 and --ef-construction positive");
+            }
+            let started = std::time::Instant::now();
+            index.build_hnsw(params)?;
+            println!("built an HNSW graph over {} records in {:.1} s", index.records(), started.elapsed().as_secs_f64());
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn open_read(data: &Path) -> Result<Index> {
+    Index::open(data, OpenOptions::default()).with_context(|| format!("opening index {}", data.display()))
+}
+
+fn open_writable(data: &Path) -> Result<Index> {
+    Index::open(data, OpenOptions::writable()).with_context(|| format!("opening index {}", data.display()))
+}
+
+/// Read an input argument: a file, or standard input for `-`.
+fn read_input(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .take(limits.max_bytes as u64 + 1)
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        file.take(limits.max_bytes as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(bytes)
+}
+
+fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
+    let index = open_read(data)?;
+    let q = Query {
+        k: args.k,
+        thresholds: Thresholds { flag: args.flag, review: args.review, min_quality: args.min_quality },
+        brand: args.brand.clone(),
+        label: args.label.map(Label::from),
+        nearest: args.nearest.then_some(match args.engine {
+            EngineArg::Exact => NearestEngine::Exact,
+            EngineArg::Hnsw => NearestEngine::Hnsw { ef: args.ef },
+        }),
+    };
+    q.thresholds.validate()?;
+    if q.k == 0 || q.k > matcher::MAX_K {
+        bail!("-k must be between 1 and {}", matcher::MAX_K);
+    }
+    let mut code = EXIT_OK;
+    for path in &args.images {
+        let result = read_input(path, limits).and_then(|bytes| Ok(matcher::match_image(&index, &bytes, limits, &q)?));
+        match result {
+            Ok(r) => {
+                if matches!(r.verdict, Verdict::NoMatch | Verdict::LowQuality) {
+                    code = EXIT_PARTIAL;
+                }
+                if args.json {
+                    println!("{}", output::match_json(path, &r));
+                } else {
+                    print!("{}", output::match_table(path, &r));
+                }
+            }
+            Err(e) => {
+                code = EXIT_PARTIAL;
+                if args.json {
+                    println!("{}", serde_json::json!({"path": path.display().to_string(), "error": format!("{e:#}")}));
+                }
+                eprintln!("lookalike: {}: {e:#}", path.display());
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn hash_files(args: &HashArgs, limits: &DecodeLimits) -> Result<u8> {
+    let mut code = EXIT_OK;
+    for path in &args.images {
+        let result = read_input(path, limits).and_then(|bytes| Ok(hash::hash_image(&bytes, limits)?));
+        match result {
+            Ok(h) => {
+                if args.json {
+                    println!("{}", output::hash_json(path, &h, args.orientations));
+                } else {
+                    print!("{}", output::hash_text(path, &h, args.orientations));
+                }
+            }
+            Err(e) => {
+                code = EXIT_PARTIAL;
+                eprintln!("lookalike: {}: {e:#}", path.display());
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn stats(data: &Path, args: &StatsArgs) -> Result<u8> {
+    let index = open_read(data)?;
+    let stats = index.stats()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{}", output::stats_text(&stats));
+    }
+    Ok(EXIT_OK)
+}
+
+fn delete(data: &Path, args: &DeleteArgs) -> Result<u8> {
+    let selector = match (args.id, &args.brand, &args.external_id) {
+        (Some(id), None, None) => Selector::Id(id),
+        (None, Some(brand), Some(external_id)) => Selector::External { brand: brand.clone(), external_id: external_id.clone() },
+        _ => bail!("give either --id, or --brand with --external-id"),
+    };
+    let mut index = open_writable(data)?;
+    let ids = index.delete(&selector)?;
+    if ids.is_empty() {
+        eprintln!("lookalike: no live entry matches; nothing deleted");
+        return Ok(EXIT_PARTIAL);
+    }
+    let shown: Vec<String> = ids.iter().map(u64::to_string).collect();
+    println!("deleted {} entr{} (id {}); run `lookalike compact` to reclaim space", ids.len(), if ids.len() == 1 { "y" } else { "ies" }, shown.join(", "));
+    Ok(EXIT_OK)
+}
+
+/// Entry point for the binary: parse, set up logging, run, map errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lookalike={default_level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lookalike: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
