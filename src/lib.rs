@@ -1,4 +1,4 @@
+pub mod cli;
 pub mod hash;
 pub mod index;
 pub mod matcher;
-pub mod cli;

@@ -90,7 +90,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -298,8 +297,6 @@ SKIMAGE_SOURCES = {
                           "Public domain (NASA imagery \"may be freely used in the public domain\")"),
     "chelsea": ("Stefan van der Walt (Chelsea the cat)",
                 "CC0 (\"No copyright restrictions. CC0 by the photographer\")"),
-    "immunohistochemistry": ("Center for Microscopy And Molecular Imaging (CMMI)",
-                             "No known copyright restrictions (as stated by scikit-image)"),
     "camera": ("Lav Varshney",
                "CC0 (\"No copyright restrictions. CC0 by the photographer\")"),
     "retina": ("Mikael Haggstrom (Wikimedia Commons, Fundus photograph of normal left eye)",
@@ -320,16 +317,15 @@ FIXTURES = [
              "blur radius 8 so that PDQ quality is ~50 (below the 80 threshold)"},
     {"file": "chelsea.png", "source": "chelsea",
      "what": "RGB 8-bit PNG, resized 451x300 -> 400x266"},
-    {"file": "immunohistochemistry_rgba.png", "source": "immunohistochemistry",
-     "what": "RGBA 8-bit PNG, resized 512x512 -> 400x400; alpha is a radial fade added here "
+    {"file": "retina_rgba.png", "source": "retina",
+     "what": "RGBA 8-bit PNG, resized 1411x1411 -> 400x400; alpha is a radial fade added here "
              "(opaque centre, fully transparent corners) with the original colours kept under "
              "it. The reference DROPS alpha (convert('RGB')); 'pdq_alpha_over_white' in "
              "reference.json is the hash after compositing onto white instead"},
     {"file": "camera_gray.png", "source": "camera",
      "what": "8-bit greyscale (L) PNG, resized 512x512 -> 400x400"},
-    {"file": "retina_tiny.png", "source": "retina",
-     "what": "RGB PNG 60x40 (both sides < 64: PDQ decimation upsamples), centre 3:2 crop of the "
-             "1411x1411 photo"},
+    {"file": "coffee_tiny.png", "source": "coffee",
+     "what": "RGB PNG 60x40 (both sides < 64: PDQ's decimation upsamples), resized from 600x400"},
 ]
 
 
@@ -366,23 +362,19 @@ def build_fixture_images(fixture_dir: Path) -> None:
     img = _skimage_image("chelsea").convert("RGB").resize((400, 266), lanczos)
     img.save(out("chelsea.png"), "PNG")
 
-    img = _skimage_image("immunohistochemistry").convert("RGB").resize((400, 400), lanczos)
+    img = _skimage_image("retina").convert("RGB").resize((400, 400), lanczos)
     yy, xx = np.mgrid[0:400, 0:400].astype(np.float64)
     r = np.hypot((xx - 199.5) / 200.0, (yy - 199.5) / 200.0)  # 0 centre, ~1.41 corners
     alpha = np.clip((1.0 - r) / 0.45, 0.0, 1.0)  # opaque for r <= 0.55, 0 for r >= 1
     alpha8 = np.round(alpha * 255.0).astype(np.uint8)
     rgba = np.dstack([np.asarray(img, dtype=np.uint8), alpha8])
-    Image.fromarray(rgba, "RGBA").save(out("immunohistochemistry_rgba.png"), "PNG")
+    Image.fromarray(rgba, "RGBA").save(out("retina_rgba.png"), "PNG")
 
     img = _skimage_image("camera").convert("L").resize((400, 400), lanczos)
     img.save(out("camera_gray.png"), "PNG")
 
-    img = _skimage_image("retina").convert("RGB")
-    w, h = img.size
-    ch = round(w * 2 / 3)
-    top = (h - ch) // 2
-    img = img.crop((0, top, w, top + ch)).resize((60, 40), lanczos)
-    img.save(out("retina_tiny.png"), "PNG")
+    img = _skimage_image("coffee").convert("RGB").resize((60, 40), lanczos)
+    img.save(out("coffee_tiny.png"), "PNG")
 
 
 def fixture_reference(fixture_dir: Path) -> list[dict]:
@@ -834,7 +826,10 @@ def cmd_explain(args) -> int:
     for i in range(16):
         print("  " + " ".join(f"{v:8.1f}" for v in dct[i]))
     for frac in (0.001, 0.01, 0.05):
-        print(f"coefficients within {frac:g}*std of the median: {(margins < frac * scale).sum()}")
+        n = int((margins < frac * scale).sum()) - 1  # minus the median element itself
+        print(f"other coefficients within {frac:g}*std of the median (fragile bits): {n}")
+    print("(the median element itself is never set: bits use a strict '>'; exactly 128 bits "
+          "are set when the 256 values are distinct)")
     order = np.argsort(margins)[:8]
     print("closest to median (k, i, j, value):",
           ", ".join(f"({k},{k // 16},{k % 16},{dct.flatten()[k]:.3f})" for k in order))

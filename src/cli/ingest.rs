@@ -38,16 +38,23 @@ pub fn read_manifest(csv_path: &Path) -> Result<Vec<(PathBuf, ManifestRow)>> {
             continue;
         }
         if record.len() < 2 || record.len() > 4 {
-            bail!("{}: line {line}: expected path,external_id[,label][,note], got {} fields", csv_path.display(), record.len());
+            bail!(
+                "{}: line {line}: expected path,external_id[,label][,note], got {} fields",
+                csv_path.display(),
+                record.len()
+            );
         }
         let path = base.join(&record[0]);
-        let path = path.canonicalize().with_context(|| format!("{}: line {line}: {}", csv_path.display(), path.display()))?;
+        let path =
+            path.canonicalize().with_context(|| format!("{}: line {line}: {}", csv_path.display(), path.display()))?;
         let external_id = record[1].to_string();
         if external_id.is_empty() {
             bail!("{}: line {line}: empty external_id", csv_path.display());
         }
         let label = match record.get(2).filter(|s| !s.is_empty()) {
-            Some(l) => Some(l.parse::<Label>().map_err(|e| anyhow::anyhow!("{}: line {line}: {e}", csv_path.display()))?),
+            Some(l) => {
+                Some(l.parse::<Label>().map_err(|e| anyhow::anyhow!("{}: line {line}: {e}", csv_path.display()))?)
+            }
             None => None,
         };
         let note = record.get(3).filter(|s| !s.is_empty()).map(str::to_string);
@@ -200,8 +207,10 @@ fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images  {per_sec}  ETA {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} images  {per_sec}  ETA {eta}",
+        )
+        .expect("valid template"),
     );
     bar
 }

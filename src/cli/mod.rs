@@ -260,7 +260,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             let started = std::time::Instant::now();
             index.build_hnsw(params)?;
-            println!("built an HNSW graph over {} records in {:.1} s", index.records(), started.elapsed().as_secs_f64());
+            println!(
+                "built an HNSW graph over {} records in {:.1} s",
+                index.records(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(EXIT_OK)
         }
     }
@@ -278,13 +282,12 @@ fn open_writable(data: &Path) -> Result<Index> {
 fn read_input(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     if path == Path::new("-") {
-        std::io::stdin()
-            .take(limits.max_bytes as u64 + 1)
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
+        std::io::stdin().take(limits.max_bytes as u64 + 1).read_to_end(&mut bytes).context("reading standard input")?;
     } else {
         let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-        file.take(limits.max_bytes as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+        file.take(limits.max_bytes as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
     }
     Ok(bytes)
 }
@@ -366,7 +369,9 @@ fn stats(data: &Path, args: &StatsArgs) -> Result<u8> {
 fn delete(data: &Path, args: &DeleteArgs) -> Result<u8> {
     let selector = match (args.id, &args.brand, &args.external_id) {
         (Some(id), None, None) => Selector::Id(id),
-        (None, Some(brand), Some(external_id)) => Selector::External { brand: brand.clone(), external_id: external_id.clone() },
+        (None, Some(brand), Some(external_id)) => {
+            Selector::External { brand: brand.clone(), external_id: external_id.clone() }
+        }
         _ => bail!("give either --id, or --brand with --external-id"),
     };
     let mut index = open_writable(data)?;
@@ -376,7 +381,12 @@ fn delete(data: &Path, args: &DeleteArgs) -> Result<u8> {
         return Ok(EXIT_PARTIAL);
     }
     let shown: Vec<String> = ids.iter().map(u64::to_string).collect();
-    println!("deleted {} entr{} (id {}); run `lookalike compact` to reclaim space", ids.len(), if ids.len() == 1 { "y" } else { "ies" }, shown.join(", "));
+    println!(
+        "deleted {} entr{} (id {}); run `lookalike compact` to reclaim space",
+        ids.len(),
+        if ids.len() == 1 { "y" } else { "ies" },
+        shown.join(", ")
+    );
     Ok(EXIT_OK)
 }
 

@@ -44,7 +44,15 @@ pub fn match_json(path: &Path, r: &MatchResult) -> Value {
 /// A readable table for one queried image.
 pub fn match_table(path: &Path, r: &MatchResult) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{}: {}  (PDQ quality {}, {} match{})", path.display(), r.verdict.as_str(), r.quality, r.matches.len(), if r.matches.len() == 1 { "" } else { "es" });
+    let _ = writeln!(
+        s,
+        "{}: {}  (PDQ quality {}, {} match{})",
+        path.display(),
+        r.verdict.as_str(),
+        r.quality,
+        r.matches.len(),
+        if r.matches.len() == 1 { "" } else { "es" }
+    );
     if r.matches.is_empty() {
         return s;
     }
@@ -106,8 +114,10 @@ pub fn hash_json(path: &Path, h: &ImageHashes, orientations: bool) -> Value {
         "format": h.format,
     });
     if orientations {
-        let o: serde_json::Map<String, Value> =
-            Orientation::ALL.iter().map(|o| (o.name().to_string(), Value::String(h.pdq.dihedral[*o as usize].to_string()))).collect();
+        let o: serde_json::Map<String, Value> = Orientation::ALL
+            .iter()
+            .map(|o| (o.name().to_string(), Value::String(h.pdq.dihedral[*o as usize].to_string())))
+            .collect();
         v["orientations"] = Value::Object(o);
     }
     v
@@ -155,7 +165,11 @@ pub fn stats_text(st: &Stats) -> String {
             let _ = writeln!(s, "  hnsw      none (build with `lookalike hnsw`)");
         }
     }
-    let _ = writeln!(s, "  format    {} v{}, {} codes, generation {}", st.manifest.format, st.manifest.format_version, st.manifest.hash, st.manifest.generation);
+    let _ = writeln!(
+        s,
+        "  format    {} v{}, {} codes, generation {}",
+        st.manifest.format, st.manifest.format_version, st.manifest.hash, st.manifest.generation
+    );
     let _ = writeln!(s, "  on disk   {} bytes", st.bytes_on_disk);
     for (name, size) in &st.files {
         let _ = writeln!(s, "    {name:<28} {size}");

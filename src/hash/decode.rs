@@ -67,12 +67,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Image
     if bytes.len() > limits.max_bytes {
         return Err(ImageError::TooManyBytes { size: bytes.len(), limit: limits.max_bytes });
     }
-    let format = image::guess_format(bytes).map_err(|_| {
-        ImageError::UnknownFormat(format!("unrecognised signature {}", hex_prefix(bytes)))
-    })?;
+    let format = image::guess_format(bytes)
+        .map_err(|_| ImageError::UnknownFormat(format!("unrecognised signature {}", hex_prefix(bytes))))?;
     let name = format_name(format);
     if name == "unsupported" {
         return Err(ImageError::UnknownFormat(format!("{format:?} is not accepted")));
+    }
+    if format == ImageFormat::Jpeg && !jpeg_has_end_after_last_scan(bytes) {
+        // zune-jpeg decodes a cut-off JPEG without complaint, filling the missing rows:
+        // a partial upload would be hashed as a different picture.
+        return Err(ImageError::Corrupt {
+            format: name.to_string(),
+            reason: "data ends early (truncated file: no end-of-image marker after the last scan)".into(),
+        });
     }
     let corrupt = |e: image::ImageError| classify(e, name);
     let reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -130,6 +137,18 @@ fn classify(e: image::ImageError, format: &'static str) -> ImageError {
             ImageError::Corrupt { format: format.to_string(), reason: "data ends early (truncated file)".into() }
         }
         other => ImageError::Corrupt { format: format.to_string(), reason: other.to_string() },
+    }
+}
+
+/// Whether an end-of-image marker (FF D9) follows the last start-of-scan (FF DA).
+/// Inside entropy-coded data every FF byte is followed by 00 (byte stuffing) or a
+/// restart marker, so neither marker can appear there by accident; an EXIF thumbnail's
+/// own markers come before the main image's scans.
+fn jpeg_has_end_after_last_scan(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
     }
 }
 

@@ -167,7 +167,7 @@ pub fn hash_64x64(buf: &[f32; DOWNSAMPLE * DOWNSAMPLE]) -> PdqHashes {
 
 /// The reference's `computeJaroszFilterWindowSize`.
 fn jarosz_window(old: usize, new: usize) -> usize {
-    (old + 2 * new - 1) / (2 * new)
+    old.div_ceil(2 * new)
 }
 
 fn box_along_rows(input: &[f32], output: &mut [f32], rows: usize, cols: usize, window: usize) {
@@ -344,7 +344,9 @@ mod tests {
             .flat_map(|y| {
                 (0..w).map(move |x| {
                     let (x, y) = (x as f32, y as f32);
-                    128.0 + 60.0 * (x / 9.0).sin() * (y / 13.0).cos() + 40.0 * ((x + 2.0 * y) / 17.0).sin()
+                    128.0
+                        + 60.0 * (x / 9.0).sin() * (y / 13.0).cos()
+                        + 40.0 * ((x + 2.0 * y) / 17.0).sin()
                         + 20.0 * ((x * x + y) / 300.0).cos()
                 })
             })
@@ -402,8 +404,9 @@ mod tests {
         let n = 64;
         let base = gradient_image(n, n);
         let at = |x: usize, y: usize| base[y * n + x];
-        let transforms: [(Orientation, Box<dyn Fn(usize, usize) -> f32>); 8] = [
-            (Orientation::Original, Box::new(|x, y| at(x, y))),
+        type PixelAt<'a> = Box<dyn Fn(usize, usize) -> f32 + 'a>;
+        let transforms: [(Orientation, PixelAt); 8] = [
+            (Orientation::Original, Box::new(at)),
             // Counter-clockwise quarter turn: new(x, y) = old(n-1-y, x).
             (Orientation::Rotate90, Box::new(|x, y| at(n - 1 - y, x))),
             (Orientation::Rotate180, Box::new(|x, y| at(n - 1 - x, n - 1 - y))),

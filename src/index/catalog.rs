@@ -98,7 +98,11 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let sha: Vec<u8> = row.get(5)?;
     let pdq: Vec<u8> = row.get(6)?;
     let bad = |what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, format!("catalog row has a bad {what}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            format!("catalog row has a bad {what}").into(),
+        )
     };
     Ok(Entry {
         id: row.get::<_, i64>(0)? as EntryId,
@@ -186,7 +190,9 @@ impl Catalog {
             let mut brand_get = tx.prepare_cached("SELECT id FROM brands WHERE name = ?1").map_err(ctx("preparing"))?;
             let mut brand_put = tx.prepare_cached("INSERT INTO brands (name) VALUES (?1)").map_err(ctx("preparing"))?;
             let mut existing = tx
-                .prepare_cached("SELECT id FROM entries WHERE brand_id = ?1 AND label = ?2 AND sha256 = ?3 AND deleted_at IS NULL")
+                .prepare_cached(
+                    "SELECT id FROM entries WHERE brand_id = ?1 AND label = ?2 AND sha256 = ?3 AND deleted_at IS NULL",
+                )
                 .map_err(ctx("preparing"))?;
             let mut insert = tx
                 .prepare_cached(
@@ -200,7 +206,11 @@ impl Catalog {
                 let brand_id = match brand_cache.get(e.brand.as_str()) {
                     Some(&id) => id,
                     None => {
-                        let id = match brand_get.query_row([&e.brand], |r| r.get(0)).optional().map_err(ctx("looking up a brand"))? {
+                        let id = match brand_get
+                            .query_row([&e.brand], |r| r.get(0))
+                            .optional()
+                            .map_err(ctx("looking up a brand"))?
+                        {
                             Some(id) => id,
                             None => {
                                 brand_put.execute([&e.brand]).map_err(ctx("adding a brand"))?;
@@ -283,8 +293,10 @@ impl Catalog {
                 rows.collect::<Result<_, _>>().map_err(ctx)
             }
             Selector::External { brand, external_id } => {
-                let mut stmt =
-                    self.conn.prepare_cached(&format!("{base} WHERE b.name = ?1 AND e.external_id = ?2 ORDER BY e.id")).map_err(ctx)?;
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&format!("{base} WHERE b.name = ?1 AND e.external_id = ?2 ORDER BY e.id"))
+                    .map_err(ctx)?;
                 let rows = stmt.query_map(params![brand, external_id], row_to_entry).map_err(ctx)?;
                 rows.collect::<Result<_, _>>().map_err(ctx)
             }
@@ -292,7 +304,11 @@ impl Catalog {
     }
 
     /// Entries with ids greater than `after`, in id order (for catching up the record files).
-    pub fn entries_after(&self, after: EntryId, f: &mut dyn FnMut(Entry) -> Result<(), IndexError>) -> Result<(), IndexError> {
+    pub fn entries_after(
+        &self,
+        after: EntryId,
+        f: &mut dyn FnMut(Entry) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
         let ctx = |e| IndexError::sqlite("reading entries", e);
         let mut stmt = self
             .conn
@@ -314,7 +330,7 @@ impl Catalog {
     }
 
     /// Live entry counts by brand and label, and the number of deleted entries.
-    pub fn counts(&self) -> Result<(Vec<(String, Label, u64)>, u64), IndexError> {
+    pub fn counts(&self) -> Result<Counts, IndexError> {
         let ctx = |e| IndexError::sqlite("counting entries", e);
         let mut stmt = self
             .conn
@@ -351,6 +367,9 @@ impl Catalog {
             .map_err(|e| IndexError::sqlite("looking up a brand", e))
     }
 }
+
+/// Live entries per (brand, label), and the number of deleted entries.
+pub type Counts = (Vec<(String, Label, u64)>, u64);
 
 /// Which entries an operation is about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,12 +12,23 @@ use super::IndexError;
 
 /// Bitwise Hamming distance over packed 256-bit codes (`hnsw_rs`'s own `DistHamming`
 /// counts differing *elements*, which is meaningless on packed words).
+///
+/// Points are stored as 32 bytes, not 4 `u64`: `hnsw_rs`'s memory-mapped reload hands
+/// out slices at arbitrary byte offsets of its data file, which is only sound for a
+/// type with alignment 1.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Hamming256;
 
-impl Distance<u64> for Hamming256 {
-    fn eval(&self, a: &[u64], b: &[u64]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum::<u32>() as f32
+impl Distance<u8> for Hamming256 {
+    fn eval(&self, a: &[u8], b: &[u8]) -> f32 {
+        a.chunks_exact(8)
+            .zip(b.chunks_exact(8))
+            .map(|(x, y)| {
+                let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+                let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+                (x ^ y).count_ones()
+            })
+            .sum::<u32>() as f32
     }
 }
 
@@ -41,10 +52,10 @@ const MAX_LAYER: usize = 16;
 
 /// Build a graph over `codes` (record `i` is point `i`) and dump it as
 /// `dir/basename.hnsw.{graph,data}`.
-pub fn build(dir: &Path, basename: &str, codes: &[[u64; 4]], params: HnswParams) -> Result<(), IndexError> {
-    let hnsw: Hnsw<u64, Hamming256> =
-        Hnsw::new(params.max_connections, codes.len().max(1), MAX_LAYER, params.ef_construction, Hamming256);
-    let points: Vec<(&[u64], usize)> = codes.iter().enumerate().map(|(i, c)| (&c[..], i)).collect();
+pub fn build(dir: &Path, basename: &str, codes: &[u8], params: HnswParams) -> Result<(), IndexError> {
+    let hnsw: Hnsw<u8, Hamming256> =
+        Hnsw::new(params.max_connections, codes.len() / 32 + 1, MAX_LAYER, params.ef_construction, Hamming256);
+    let points: Vec<(&[u8], usize)> = codes.chunks_exact(32).enumerate().map(|(i, c)| (c, i)).collect();
     for batch in points.chunks(10_000) {
         hnsw.parallel_insert_slice(&batch.to_vec());
     }
@@ -63,7 +74,7 @@ pub fn files(dir: &Path, basename: &str) -> [PathBuf; 2] {
 /// A reloaded graph whose point data stays memory-mapped.
 pub struct HnswGraph {
     // Declared before `_io` so it is dropped first: it borrows from the loader.
-    hnsw: Hnsw<'static, u64, Hamming256>,
+    hnsw: Hnsw<'static, u8, Hamming256>,
     _io: Box<HnswIo>,
     points: usize,
 }
@@ -79,7 +90,7 @@ impl HnswGraph {
         // the returned struct, so its address is stable, nothing else touches it, and the
         // graph field is dropped before it.
         let io_ref: &'static mut HnswIo = unsafe { &mut *(io.as_mut() as *mut HnswIo) };
-        let mut hnsw: Hnsw<'static, u64, Hamming256> =
+        let mut hnsw: Hnsw<'static, u8, Hamming256> =
             io_ref.load_hnsw().map_err(|e| IndexError::Hnsw(format!("reloading {basename}: {e}")))?;
         hnsw.set_searching_mode(true);
         let points = hnsw.get_nb_point();
@@ -92,7 +103,7 @@ impl HnswGraph {
     }
 
     /// Approximate `k` nearest records to `query` among those `keep` accepts.
-    pub fn search(&self, query: &[u64; 4], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(u32, u32)> {
+    pub fn search(&self, query: &[u8; 32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(u32, u32)> {
         struct Keep<'a>(&'a dyn Fn(usize) -> bool);
         impl FilterT for Keep<'_> {
             fn hnsw_filter(&self, id: &usize) -> bool {

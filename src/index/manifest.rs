@@ -92,9 +92,17 @@ impl Manifest {
         let m: Manifest = serde_json::from_str(&text)
             .map_err(|e| IndexError::Corrupt { path: path.clone(), what: format!("not a valid manifest: {e}") })?;
         if m.format != FORMAT {
-            return Err(IndexError::Incompatible(format!("{}: format {:?}, expected {FORMAT:?}", path.display(), m.format)));
+            return Err(IndexError::Incompatible(format!(
+                "{}: format {:?}, expected {FORMAT:?}",
+                path.display(),
+                m.format
+            )));
         }
-        if m.format_version != FORMAT_VERSION || m.hash != "pdq256" || m.code_bytes != 32 || m.mih_chunks != super::mih::CHUNKS as u32 {
+        if m.format_version != FORMAT_VERSION
+            || m.hash != "pdq256"
+            || m.code_bytes != 32
+            || m.mih_chunks != super::mih::CHUNKS as u32
+        {
             return Err(IndexError::Incompatible(format!(
                 "{}: format version {}, hash {} of {} bytes, {} chunks; this lookalike reads version {FORMAT_VERSION}, pdq256 of 32 bytes, {} chunks",
                 path.display(),

@@ -145,7 +145,10 @@ impl Mih {
         let body = table_bytes(records) * CHUNKS as u64;
         let len = file.metadata().map_err(io_err(path))?.len();
         if len != HEADER_BYTES as u64 + body {
-            return Err(corrupt(format!("file is {len} bytes, expected {} for {records} records", HEADER_BYTES as u64 + body)));
+            return Err(corrupt(format!(
+                "file is {len} bytes, expected {} for {records} records",
+                HEADER_BYTES as u64 + body
+            )));
         }
         if verify {
             let mut crc = crc32fast::Hasher::new();

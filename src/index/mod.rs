@@ -290,8 +290,10 @@ impl Index {
             }
             None => return Err(IndexError::Missing(dir.to_owned())),
         };
-        let codes = RecordFile::open(&dir.join(&manifest.codes), CODES_MAGIC, CODE_BYTES, options.verify, options.writable)?;
-        let refs = RecordFile::open(&dir.join(&manifest.refs), REFS_MAGIC, REF_BYTES, options.verify, options.writable)?;
+        let codes =
+            RecordFile::open(&dir.join(&manifest.codes), CODES_MAGIC, CODE_BYTES, options.verify, options.writable)?;
+        let refs =
+            RecordFile::open(&dir.join(&manifest.refs), REFS_MAGIC, REF_BYTES, options.verify, options.writable)?;
         let mut index = Index {
             dir: dir.to_owned(),
             options,
@@ -327,9 +329,10 @@ impl Index {
         let res = if exclusive { file.try_lock() } else { file.try_lock_shared() };
         match res {
             Ok(()) => Ok(file),
-            Err(TryLockError::WouldBlock) => {
-                Err(IndexError::Locked { path: dir.to_owned(), mode: if exclusive { "a reader's or writer's" } else { "a writer's" } })
-            }
+            Err(TryLockError::WouldBlock) => Err(IndexError::Locked {
+                path: dir.to_owned(),
+                mode: if exclusive { "a reader's or writer's" } else { "a writer's" },
+            }),
             Err(TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
         }
     }
@@ -431,7 +434,7 @@ impl Index {
         for item in listing.flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
             let ours = ["codes-", "refs-", "mih-", "hnsw-"].iter().any(|p| name.starts_with(p));
-            if ours && !keep.iter().any(|k| *k == name) {
+            if ours && !keep.contains(&name) {
                 tracing::debug!(file = %name, "removing a stale index file");
                 let _ = std::fs::remove_file(item.path());
             }
@@ -479,7 +482,9 @@ impl Index {
             .iter()
             .zip(entries)
             .filter_map(|((o, brand_no), e)| match o {
-                AddOutcome::Added(id) => Some((e.pdq, Ref { entry: *id, brand_no: *brand_no, label: e.label, view: 0 })),
+                AddOutcome::Added(id) => {
+                    Some((e.pdq, Ref { entry: *id, brand_no: *brand_no, label: e.label, view: 0 }))
+                }
                 AddOutcome::AlreadyPresent(_) => None,
             })
             .collect();
@@ -570,7 +575,13 @@ impl Index {
     }
 
     /// The `k` live entries nearest to any of `queries`.
-    pub fn search_nearest(&self, queries: &[Hash256], k: usize, filter: &Filter, engine: NearestEngine) -> Result<Vec<Hit>, IndexError> {
+    pub fn search_nearest(
+        &self,
+        queries: &[Hash256],
+        k: usize,
+        filter: &Filter,
+        engine: NearestEngine,
+    ) -> Result<Vec<Hit>, IndexError> {
         let codes = self.code_slice();
         let keep = |r: u32| self.keep(r, filter).is_some();
         let mut heap = BinaryHeap::new();
@@ -582,7 +593,7 @@ impl Index {
                 })?;
                 let covered = graph.points();
                 for (qi, q) in queries.iter().enumerate() {
-                    for (record, d) in graph.search(&q.0, k, ef, &|r| keep(r as u32)) {
+                    for (record, d) in graph.search(&q.to_le_bytes(), k, ef, &|r| keep(r as u32)) {
                         heap.push(ScanHit { distance: d, record, query: qi as u8 });
                         if heap.len() > k {
                             heap.pop();
@@ -603,7 +614,14 @@ impl Index {
         for h in hits {
             let Some(r) = self.keep(h.record, filter) else { continue };
             if seen.insert(r.entry) {
-                out.push(Hit { entry: r.entry, label: r.label, brand_no: r.brand_no, distance: h.distance, query: h.query, view: r.view });
+                out.push(Hit {
+                    entry: r.entry,
+                    label: r.label,
+                    brand_no: r.brand_no,
+                    distance: h.distance,
+                    query: h.query,
+                    view: r.view,
+                });
                 if out.len() == k {
                     break;
                 }
@@ -639,7 +657,11 @@ impl Index {
         Mih::build(&self.dir.join(&file), self.code_slice())?;
         next.mih = Some(manifest::MihFile { file, records: self.codes.len() });
         self.switch_manifest(next)?;
-        tracing::info!(records = self.codes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "rebuilt multi-index tables");
+        tracing::info!(
+            records = self.codes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebuilt multi-index tables"
+        );
         Ok(())
     }
 
@@ -648,7 +670,7 @@ impl Index {
         self.require_writable()?;
         let mut next = self.manifest.clone();
         let basename = next.next_file_name("hnsw", "");
-        hnsw::build(&self.dir, &basename, self.code_slice(), params)?;
+        hnsw::build(&self.dir, &basename, self.codes.bytes(), params)?;
         let [graph, data] = hnsw::files(&self.dir, &basename);
         let graph_crc = crc32fast::hash(&records::read_all(&graph)?);
         let data_crc = crc32fast::hash(&records::read_all(&data)?);
@@ -757,7 +779,8 @@ impl Index {
         let (by_brand_label, deleted) = self.catalog.counts()?;
         let live = by_brand_label.iter().map(|(_, _, n)| n).sum();
         let mut files = Vec::new();
-        let mut names = vec!["catalog.sqlite".to_string(), "catalog.sqlite-wal".to_string(), "manifest.json".to_string()];
+        let mut names =
+            vec!["catalog.sqlite".to_string(), "catalog.sqlite-wal".to_string(), "manifest.json".to_string()];
         names.extend(self.manifest.files());
         for name in names {
             if let Ok(meta) = std::fs::metadata(self.dir.join(&name)) {

@@ -47,13 +47,17 @@ impl RecordFile {
 
     /// Open an existing file, checking its header; with `verify`, also read every
     /// record and check the CRC (through `read`, so the map's pages stay untouched).
-    pub fn open(path: &Path, magic: [u8; 8], record_size: usize, verify: bool, writable: bool) -> Result<RecordFile, IndexError> {
+    pub fn open(
+        path: &Path,
+        magic: [u8; 8],
+        record_size: usize,
+        verify: bool,
+        writable: bool,
+    ) -> Result<RecordFile, IndexError> {
         let file = OpenOptions::new().read(true).write(writable).open(path).map_err(io_err(path))?;
         let mut header = [0u8; HEADER_USED];
-        file.read_exact_at(&mut header, 0).map_err(|e| IndexError::Corrupt {
-            path: path.to_owned(),
-            what: format!("cannot read the header: {e}"),
-        })?;
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| IndexError::Corrupt { path: path.to_owned(), what: format!("cannot read the header: {e}") })?;
         let corrupt = |what: String| IndexError::Corrupt { path: path.to_owned(), what };
         if header[0..8] != magic {
             return Err(corrupt(format!(
@@ -85,7 +89,9 @@ impl RecordFile {
         let len = file.metadata().map_err(io_err(path))?.len();
         let needed = HEADER_BYTES + count * record_size as u64;
         if len < needed {
-            return Err(corrupt(format!("file is {len} bytes but its header commits {count} records ({needed} bytes): truncated")));
+            return Err(corrupt(format!(
+                "file is {len} bytes but its header commits {count} records ({needed} bytes): truncated"
+            )));
         }
         let mut rf = RecordFile { path: path.to_owned(), file, map: None, magic, record_size, count, crc };
         if verify {

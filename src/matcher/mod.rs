@@ -150,7 +150,12 @@ pub enum MatchError {
 }
 
 /// Decode and hash `bytes`, then match.
-pub fn match_image(index: &Index, bytes: &[u8], limits: &DecodeLimits, query: &Query) -> Result<MatchResult, MatchError> {
+pub fn match_image(
+    index: &Index,
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    query: &Query,
+) -> Result<MatchResult, MatchError> {
     query.thresholds.validate()?;
     let started = Instant::now();
     let hashes = hash::hash_image(bytes, limits)?;
