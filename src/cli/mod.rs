@@ -293,7 +293,6 @@ fn read_input(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
 }
 
 fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
-    let index = open_read(data)?;
     let q = Query {
         k: args.k,
         thresholds: Thresholds { flag: args.flag, review: args.review, min_quality: args.min_quality },
@@ -307,6 +306,10 @@ fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
     q.thresholds.validate()?;
     if q.k == 0 || q.k > matcher::MAX_K {
         bail!("-k must be between 1 and {}", matcher::MAX_K);
+    }
+    let index = open_read(data)?;
+    if matches!(q.nearest, Some(NearestEngine::Hnsw { .. })) && !index.has_hnsw() {
+        bail!("{} has no HNSW graph: build it with `lookalike hnsw`, or use --engine exact", data.display());
     }
     let mut code = EXIT_OK;
     for path in &args.images {
@@ -407,7 +410,11 @@ pub fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("lookalike={default_level},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -87,7 +87,7 @@ impl Manifest {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(IndexError::Io { path, source: e }),
+            Err(e) => return Err(IndexError::Io { path, error: e }),
         };
         let m: Manifest = serde_json::from_str(&text)
             .map_err(|e| IndexError::Corrupt { path: path.clone(), what: format!("not a valid manifest: {e}") })?;

@@ -95,10 +95,10 @@ impl std::str::FromStr for Label {
 /// Everything that can go wrong in the index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("catalog: {context}: {source}")]
-    Sqlite { context: String, source: rusqlite::Error },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("catalog: {context}: {error}")]
+    Sqlite { context: String, error: rusqlite::Error },
     #[error("{}: {what}; run `lookalike repair` to rebuild the derived files from the catalog", path.display())]
     Corrupt { path: PathBuf, what: String },
     #[error("incompatible index: {0}")]
@@ -115,13 +115,13 @@ pub enum IndexError {
 
 impl IndexError {
     fn sqlite(context: impl Into<String>, source: rusqlite::Error) -> IndexError {
-        IndexError::Sqlite { context: context.into(), source }
+        IndexError::Sqlite { context: context.into(), error: source }
     }
 }
 
 /// Wrap an I/O error with the path it concerns.
 pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
-    move |source| IndexError::Io { path: path.to_owned(), source }
+    move |error| IndexError::Io { path: path.to_owned(), error }
 }
 
 /// Make a directory's entries (new or renamed files) durable.
@@ -333,7 +333,7 @@ impl Index {
                 path: dir.to_owned(),
                 mode: if exclusive { "a reader's or writer's" } else { "a writer's" },
             }),
-            Err(TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
+            Err(TryLockError::Error(e)) => Err(IndexError::Io { path, error: e }),
         }
     }
 
@@ -346,12 +346,16 @@ impl Index {
     /// The two record files must agree, and the last record must match the catalog.
     fn check_records(&mut self) -> Result<(), IndexError> {
         let (mut nc, nr) = (self.codes.len(), self.refs.len());
-        if nc > nr && self.options.writable {
+        if nc > nr {
             // A crash between committing the codes and the refs of one append: the
-            // extra codes were never acknowledged, and the catch-up re-appends their
-            // entries from the catalog.
-            tracing::warn!(codes = nc, refs = nr, "dropping codes of an interrupted append");
-            self.codes.truncate_to(nr)?;
+            // extra codes were never acknowledged, and a writer's catch-up re-appends
+            // their entries from the catalog. A reader just ignores them.
+            if self.options.writable {
+                tracing::warn!(codes = nc, refs = nr, "dropping codes of an interrupted append");
+                self.codes.truncate_to(nr)?;
+            } else {
+                self.codes.hide_after(nr);
+            }
             nc = nr;
         }
         if nc != nr {
@@ -385,7 +389,10 @@ impl Index {
         };
         let mut pending = Vec::new();
         self.catalog.entries_after(last_entry, &mut |e| {
-            pending.push((e.pdq, Ref { entry: e.id, brand_no: e.brand_no, label: e.label, view: 0 }));
+            // Deleted entries are left out: compaction may have dropped them already.
+            if e.deleted_at_ms.is_none() {
+                pending.push((e.pdq, Ref { entry: e.id, brand_no: e.brand_no, label: e.label, view: 0 }));
+            }
             Ok(())
         })?;
         if !pending.is_empty() {
@@ -534,6 +541,11 @@ impl Index {
     /// Brand number of a brand name (for filters), if the brand exists.
     pub fn brand_no(&self, brand: &str) -> Result<Option<u32>, IndexError> {
         self.catalog.brand_no(brand)
+    }
+
+    /// Whether an HNSW graph has been built.
+    pub fn has_hnsw(&self) -> bool {
+        self.hnsw.is_some()
     }
 
     /// Number of records (codes) in the files, deleted ones included until compaction.

@@ -36,9 +36,12 @@ pub struct RecordFile {
 }
 
 impl RecordFile {
-    /// Create a new, empty file (failing if one exists), durable before returning.
+    /// Create a new, empty file, durable before returning. A file already at `path` is
+    /// replaced: callers only create files no manifest refers to (leftovers of an
+    /// interrupted creation or rebuild).
     pub fn create(path: &Path, magic: [u8; 8], record_size: usize) -> Result<RecordFile, IndexError> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io_err(path))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(io_err(path))?;
         let mut rf = RecordFile { path: path.to_owned(), file, map: None, magic, record_size, count: 0, crc: 0 };
         rf.file.set_len(HEADER_BYTES).map_err(io_err(path))?;
         rf.write_header()?;
@@ -99,6 +102,12 @@ impl RecordFile {
         }
         rf.remap()?;
         Ok(rf)
+    }
+
+    /// Treat only the first `count` committed records as present, in memory only (a
+    /// reader facing a half-finished append it may not repair).
+    pub fn hide_after(&mut self, count: u64) {
+        self.count = self.count.min(count);
     }
 
     /// Re-read all committed records and compare with the header's CRC.
