@@ -1,3 +1,20 @@
+//! lookalike: catch counterfeit marketplace listings by image.
+//!
+//! # Layout
+//! Each layer points only downward; none of `hash`, `index` or `matcher` knows about
+//! command lines or network protocols.
+//!
+//! - [`hash`]: bytes → bounded decode (byte and pixel limits checked before decoding,
+//!   EXIF orientation applied) → luminance → PDQ (Meta's 256-bit hash, its quality and
+//!   its 8 rotations/mirrors from one DCT) and a 64-bit pHash. Pure functions.
+//! - [`index`]: entries ↔ hashes ↔ metadata on disk. A SQLite catalog is the source of
+//!   truth; append-only memory-mapped record files and multi-index hashing tables answer
+//!   exact radius queries; an optional HNSW graph answers approximate k-nearest ones.
+//!   Every acknowledged write survives a crash; damaged files are detected by checksum.
+//! - [`matcher`]: query policy: search all orientations, merge per entry, apply the
+//!   flag/review distances and the quality floor, and give a verdict.
+//! - [`cli`]: the `lookalike` command line, a thin shell over the three above.
+
 pub mod cli;
 pub mod hash;
 pub mod index;
