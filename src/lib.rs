@@ -16,6 +16,7 @@
 //! - [`cli`]: the `lookalike` command line, a thin shell over the three above.
 
 pub mod cli;
+pub mod grpc;
 pub mod hash;
 pub mod index;
 pub mod matcher;

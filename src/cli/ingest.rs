@@ -96,26 +96,52 @@ struct Tally {
     failed: Vec<PathBuf>,
 }
 
-pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
-    if args.brand.trim().is_empty() {
-        bail!("--brand is empty");
-    }
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let manifest = match &args.manifest {
-        Some(csv) => read_manifest(csv)?,
-        None => Vec::new(),
-    };
-    let files = if args.paths.is_empty() {
-        if manifest.is_empty() {
-            bail!("nothing to index: give image files or folders, or a --manifest");
+/// The files to index and what the manifest says about them.
+pub struct Plan {
+    pub files: Vec<PathBuf>,
+    by_path: HashMap<PathBuf, ManifestRow>,
+}
+
+impl Plan {
+    pub fn new(args: &IndexArgs) -> Result<Plan> {
+        if args.brand.trim().is_empty() {
+            bail!("--brand is empty");
         }
-        manifest.iter().map(|(p, _)| p.clone()).collect()
-    } else {
-        collect_files(&args.paths)?
-    };
-    let by_path: HashMap<PathBuf, ManifestRow> = manifest.into_iter().collect();
+        if args.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let manifest = match &args.manifest {
+            Some(csv) => read_manifest(csv)?,
+            None => Vec::new(),
+        };
+        let files = if args.paths.is_empty() {
+            if manifest.is_empty() {
+                bail!("nothing to index: give image files or folders, or a --manifest");
+            }
+            manifest.iter().map(|(p, _)| p.clone()).collect()
+        } else {
+            collect_files(&args.paths)?
+        };
+        Ok(Plan { files, by_path: manifest.into_iter().collect() })
+    }
+
+    /// The manifest row of a file, if it has one.
+    pub fn row(&self, path: &Path) -> Option<&ManifestRow> {
+        path.canonicalize().ok().and_then(|c| self.by_path.get(&c))
+    }
+}
+
+/// The external id of a file: the manifest's, or the file stem.
+pub fn external_id(path: &Path, row: Option<&ManifestRow>) -> String {
+    row.map_or_else(
+        || path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        |r| r.external_id.clone(),
+    )
+}
+
+pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
+    let plan = Plan::new(args)?;
+    let files = &plan.files;
     let mut index = open_writable(data)?;
     let progress = progress_bar(files.len() as u64, args.quiet);
     let mut tally = Tally::default();
@@ -123,10 +149,7 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
     for chunk in files.chunks(args.batch) {
         let prepared: Vec<(PathBuf, Prepared)> = chunk
             .par_iter()
-            .map(|path| {
-                let row = path.canonicalize().ok().and_then(|c| by_path.get(&c));
-                (path.clone(), prepare(path, row, &args.brand, default_label, limits))
-            })
+            .map(|path| (path.clone(), prepare(path, plan.row(path), &args.brand, default_label, limits)))
             .collect();
         let mut entries = Vec::new();
         let mut entry_paths = Vec::new();
@@ -187,11 +210,10 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
         Err(ImageError::Empty) => return Prepared::NotImage("empty file".into()),
         Err(e) => return Prepared::Failed(e.to_string()),
     };
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Prepared::Entry(Box::new(NewEntry {
         brand: brand.to_string(),
         label: row.and_then(|r| r.label).unwrap_or(label),
-        external_id: row.map_or(stem, |r| r.external_id.clone()),
+        external_id: external_id(path, row),
         source: path.display().to_string(),
         sha256: hash::sha256(&bytes),
         pdq: hashes.pdq.hash(),
@@ -201,7 +223,7 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
     }))
 }
 
-fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
+pub fn progress_bar(len: u64, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
     }

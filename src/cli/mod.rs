@@ -2,6 +2,7 @@
 
 mod ingest;
 mod output;
+mod remote;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::grpc;
 use crate::hash::{self, DecodeLimits};
 use crate::index::{HnswParams, Index, Label, NearestEngine, OpenOptions, Selector};
 use crate::matcher::{self, Query, Thresholds, Verdict};
@@ -35,6 +37,8 @@ pub const EXIT_ERROR: u8 = 2;
         Exit codes: 0 ok; 1 a query matched nothing, some files failed, or nothing was deleted; \
         2 usage or fatal error.",
     after_help = "Examples:\n  \
+        lookalike serve\n  \
+        lookalike index catalog/acme/ --brand acme --label authentic --server http://127.0.0.1:50051\n  \
         lookalike index catalog/acme/ --brand acme --label authentic\n  \
         lookalike query listing.jpg\n  \
         lookalike query --json a.jpg b.webp\n  \
@@ -48,6 +52,10 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Talk to a running `lookalike serve` at this address instead of opening the data
+    /// directory (for index, query, stats and delete).
+    #[arg(long, global = true, env = "LOOKALIKE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(subcommand)]
@@ -73,6 +81,15 @@ impl LimitArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the gRPC service (Catalog and Matcher, plus health and reflection) on the data
+    /// directory.
+    ///
+    /// Listing pipelines call Matcher.Match / Matcher.MatchStream; brands load catalogs with
+    /// Catalog.AddImages (or `lookalike index --server URL`). Every add is on disk before it
+    /// is acknowledged. SIGTERM or Ctrl-C: stop accepting, finish requests in flight (up to
+    /// --grace), exit 0. The API is in proto/lookalike/v1/lookalike.proto; reflection
+    /// serves it too (`grpcurl -plaintext 127.0.0.1:50051 list`).
+    Serve(ServeArgs),
     /// Add images (files or directories, walked recursively) to the index.
     ///
     /// Files are hashed on all cores and written in batches. Re-indexing a file already
@@ -103,6 +120,26 @@ pub enum Command {
     /// Approximate and slow to build; the exact engine is the default for everything
     /// (see the README's measurements).
     Hnsw(HnswArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Largest request message accepted (checked before decoding); larger ones get
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+    /// Images decoded and matched at once [default: 2 × cores].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<usize>,
+    /// Images waiting for a worker before new ones get RESOURCE_EXHAUSTED [default: 8 × cores].
+    #[arg(long, value_name = "N")]
+    pub max_queued: Option<usize>,
+    /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub grace: u64,
 }
 
 #[derive(Args, Debug)]
@@ -235,7 +272,11 @@ pub struct HnswArgs {
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let limits = cli.limits.limits();
+    if let Some(server) = &cli.server {
+        return remote::run(server, &cli.command, &limits);
+    }
     match cli.command {
+        Command::Serve(args) => serve(&cli.data, &args, &limits),
         Command::Index(args) => ingest::run(&cli.data, &args, &limits),
         Command::Query(args) => query(&cli.data, &args, &limits),
         Command::Hash(args) => hash_files(&args, &limits),
@@ -267,6 +308,70 @@ pub fn run(cli: Cli) -> Result<u8> {
             );
             Ok(EXIT_OK)
         }
+    }
+}
+
+fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
+    let defaults = grpc::EngineOptions::default();
+    let options = grpc::EngineOptions {
+        limits: *limits,
+        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
+        max_queued: args.max_queued.unwrap_or(defaults.max_queued),
+    };
+    if options.max_in_flight == 0 {
+        bail!("--max-in-flight must be at least 1");
+    }
+    let serve_options = grpc::ServeOptions {
+        max_message_bytes: args.max_message_bytes,
+        grace: std::time::Duration::from_secs(args.grace),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let dir = data.to_path_buf();
+        let engine =
+            tokio::task::spawn_blocking(move || grpc::Engine::open(&dir, options.clone()).map(|e| (e, options)))
+                .await
+                .context("opening the index")?;
+        let (engine, options) = engine.with_context(|| format!("opening index {}", data.display()))?;
+        let stats = engine.stats()?;
+        tracing::info!(
+            data = %data.display(),
+            live_entries = stats.live,
+            max_in_flight = options.max_in_flight,
+            max_queued = options.max_queued,
+            max_message_bytes = serve_options.max_message_bytes,
+            "serving gRPC on {addr}"
+        );
+        grpc::serve(listener, std::sync::Arc::new(engine), &serve_options, shutdown_signal()).await
+    })?;
+    Ok(EXIT_OK)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -404,6 +509,8 @@ pub fn main() -> ExitCode {
         }
     };
     let default_level = match cli.verbose {
+        // The server reports its address and lifecycle; commands stay quiet.
+        0 if matches!(cli.command, Command::Serve(_)) && cli.server.is_none() => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",

@@ -58,6 +58,25 @@ fn format_name(format: ImageFormat) -> &'static str {
     }
 }
 
+/// The accepted image format `bytes` start with (from the signature alone: nothing is
+/// decoded), or why they are not an image.
+pub fn sniff(bytes: &[u8]) -> Result<&'static str, ImageError> {
+    sniff_format(bytes).map(|(_, name)| name)
+}
+
+fn sniff_format(bytes: &[u8]) -> Result<(ImageFormat, &'static str), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let format = image::guess_format(bytes)
+        .map_err(|_| ImageError::UnknownFormat(format!("unrecognised signature {}", hex_prefix(bytes))))?;
+    let name = format_name(format);
+    if name == "unsupported" {
+        return Err(ImageError::UnknownFormat(format!("{format:?} is not accepted")));
+    }
+    Ok((format, name))
+}
+
 /// Decode `bytes` (first frame of an animation), apply the EXIF orientation, and
 /// reduce to luminance — refusing, before decoding, input over `limits`.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
@@ -67,12 +86,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Image
     if bytes.len() > limits.max_bytes {
         return Err(ImageError::TooManyBytes { size: bytes.len(), limit: limits.max_bytes });
     }
-    let format = image::guess_format(bytes)
-        .map_err(|_| ImageError::UnknownFormat(format!("unrecognised signature {}", hex_prefix(bytes))))?;
-    let name = format_name(format);
-    if name == "unsupported" {
-        return Err(ImageError::UnknownFormat(format!("{format:?} is not accepted")));
-    }
+    let (format, name) = sniff_format(bytes)?;
     if format == ImageFormat::Jpeg && !jpeg_has_end_after_last_scan(bytes) {
         // zune-jpeg decodes a cut-off JPEG without complaint, filling the missing rows:
         // a partial upload would be hashed as a different picture.

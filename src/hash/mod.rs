@@ -9,7 +9,7 @@ mod hash256;
 pub mod pdq;
 mod phash;
 
-pub use decode::{decode, DecodeLimits, DecodedImage};
+pub use decode::{decode, sniff, DecodeLimits, DecodedImage};
 pub use hash256::{Hash256, ParseHashError};
 pub use pdq::{Orientation, PdqHashes};
 

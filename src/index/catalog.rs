@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
@@ -84,7 +85,8 @@ impl AddOutcome {
 }
 
 pub struct Catalog {
-    conn: Connection,
+    /// Behind a mutex so an `Index` can be shared between reader threads.
+    conn: Mutex<Connection>,
 }
 
 fn now_ms() -> i64 {
@@ -122,6 +124,14 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 impl Catalog {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn conn_mut(&mut self) -> &mut Connection {
+        self.conn.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn open(path: &Path, writable: bool) -> Result<Catalog, IndexError> {
         let flags = if writable {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
@@ -177,14 +187,14 @@ impl Catalog {
                 )))
             }
         }
-        Ok(Catalog { conn })
+        Ok(Catalog { conn: Mutex::new(conn) })
     }
 
     /// Add entries in one durable transaction. Entries whose bytes are already stored
     /// (same brand, label and SHA-256, not deleted) are reported, not duplicated.
     pub fn add(&mut self, entries: &[NewEntry]) -> Result<Vec<(AddOutcome, u32)>, IndexError> {
         let ctx = |what: &'static str| move |e| IndexError::sqlite(what, e);
-        let tx = self.conn.transaction().map_err(ctx("starting a transaction"))?;
+        let tx = self.conn_mut().transaction().map_err(ctx("starting a transaction"))?;
         let mut out = Vec::with_capacity(entries.len());
         {
             let mut brand_get = tx.prepare_cached("SELECT id FROM brands WHERE name = ?1").map_err(ctx("preparing"))?;
@@ -257,18 +267,17 @@ impl Catalog {
     pub fn delete(&mut self, selector: &Selector) -> Result<Vec<EntryId>, IndexError> {
         let now = now_ms();
         let ctx = |e| IndexError::sqlite("deleting", e);
+        let conn = self.conn_mut();
         let ids: Vec<EntryId> = match selector {
             Selector::Id(id) => {
-                let mut stmt = self
-                    .conn
+                let mut stmt = conn
                     .prepare("UPDATE entries SET deleted_at = ?1 WHERE id = ?2 AND deleted_at IS NULL RETURNING id")
                     .map_err(ctx)?;
                 let rows = stmt.query_map(params![now, *id as i64], |r| r.get::<_, i64>(0)).map_err(ctx)?;
                 rows.map(|r| r.map(|v| v as EntryId)).collect::<Result<_, _>>().map_err(ctx)?
             }
             Selector::External { brand, external_id } => {
-                let mut stmt = self
-                    .conn
+                let mut stmt = conn
                     .prepare(
                         "UPDATE entries SET deleted_at = ?1
                          WHERE brand_id = (SELECT id FROM brands WHERE name = ?2) AND external_id = ?3 AND deleted_at IS NULL
@@ -284,17 +293,17 @@ impl Catalog {
 
     /// Entries matching a selector, deleted ones included.
     pub fn find(&self, selector: &Selector) -> Result<Vec<Entry>, IndexError> {
+        let conn = self.conn();
         let ctx = |e| IndexError::sqlite("reading entries", e);
         let base = format!("SELECT {ENTRY_COLUMNS} FROM entries e JOIN brands b ON b.id = e.brand_id");
         match selector {
             Selector::Id(id) => {
-                let mut stmt = self.conn.prepare_cached(&format!("{base} WHERE e.id = ?1")).map_err(ctx)?;
+                let mut stmt = conn.prepare_cached(&format!("{base} WHERE e.id = ?1")).map_err(ctx)?;
                 let rows = stmt.query_map([*id as i64], row_to_entry).map_err(ctx)?;
                 rows.collect::<Result<_, _>>().map_err(ctx)
             }
             Selector::External { brand, external_id } => {
-                let mut stmt = self
-                    .conn
+                let mut stmt = conn
                     .prepare_cached(&format!("{base} WHERE b.name = ?1 AND e.external_id = ?2 ORDER BY e.id"))
                     .map_err(ctx)?;
                 let rows = stmt.query_map(params![brand, external_id], row_to_entry).map_err(ctx)?;
@@ -303,15 +312,33 @@ impl Catalog {
         }
     }
 
+    /// Entries with these ids (deleted ones included), in one query.
+    pub fn entries_by_id(&self, ids: &[EntryId]) -> Result<Vec<Entry>, IndexError> {
+        let ctx = |e| IndexError::sqlite("reading entries", e);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        let placeholders = vec!["?"; ids.len()].join(",");
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries e JOIN brands b ON b.id = e.brand_id WHERE e.id IN ({placeholders})"
+            ))
+            .map_err(ctx)?;
+        let rows =
+            stmt.query_map(rusqlite::params_from_iter(ids.iter().map(|&id| id as i64)), row_to_entry).map_err(ctx)?;
+        rows.collect::<Result<_, _>>().map_err(ctx)
+    }
+
     /// Entries with ids greater than `after`, in id order (for catching up the record files).
     pub fn entries_after(
         &self,
         after: EntryId,
         f: &mut dyn FnMut(Entry) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
+        let conn = self.conn();
         let ctx = |e| IndexError::sqlite("reading entries", e);
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries e JOIN brands b ON b.id = e.brand_id WHERE e.id > ?1 ORDER BY e.id"))
             .map_err(ctx)?;
         let mut rows = stmt.query([after as i64]).map_err(ctx)?;
@@ -323,17 +350,18 @@ impl Catalog {
 
     /// Ids of every deleted entry.
     pub fn deleted_ids(&self) -> Result<Vec<EntryId>, IndexError> {
+        let conn = self.conn();
         let ctx = |e| IndexError::sqlite("reading tombstones", e);
-        let mut stmt = self.conn.prepare("SELECT id FROM entries WHERE deleted_at IS NOT NULL").map_err(ctx)?;
+        let mut stmt = conn.prepare("SELECT id FROM entries WHERE deleted_at IS NOT NULL").map_err(ctx)?;
         let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).map_err(ctx)?;
         rows.map(|r| r.map(|v| v as EntryId)).collect::<Result<_, _>>().map_err(ctx)
     }
 
     /// Live entry counts by brand and label, and the number of deleted entries.
     pub fn counts(&self) -> Result<Counts, IndexError> {
+        let conn = self.conn();
         let ctx = |e| IndexError::sqlite("counting entries", e);
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare(
                 "SELECT b.name, e.label, COUNT(*) FROM entries e JOIN brands b ON b.id = e.brand_id
                  WHERE e.deleted_at IS NULL GROUP BY b.name, e.label ORDER BY b.name, e.label",
@@ -351,8 +379,7 @@ impl Catalog {
             })?;
             out.push((brand, label, n as u64));
         }
-        let deleted = self
-            .conn
+        let deleted = conn
             .query_row("SELECT COUNT(*) FROM entries WHERE deleted_at IS NOT NULL", [], |r| r.get::<_, i64>(0))
             .map_err(ctx)?;
         Ok((out, deleted as u64))
@@ -360,8 +387,8 @@ impl Catalog {
 
     /// Brand number for a name, if the brand exists.
     pub fn brand_no(&self, name: &str) -> Result<Option<u32>, IndexError> {
-        self.conn
-            .query_row("SELECT id FROM brands WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+        let conn = self.conn();
+        conn.query_row("SELECT id FROM brands WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
             .optional()
             .map(|v| v.map(|v| v as u32))
             .map_err(|e| IndexError::sqlite("looking up a brand", e))

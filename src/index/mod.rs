@@ -470,12 +470,7 @@ impl Index {
     pub fn add(&mut self, entries: &[NewEntry]) -> Result<Vec<AddOutcome>, IndexError> {
         self.require_writable()?;
         for e in entries {
-            validate_text("brand", &e.brand, 200)?;
-            validate_text("external id", &e.external_id, 500)?;
-            validate_text("source", &e.source, 4096)?;
-            if let Some(n) = &e.note {
-                validate_text_allow_empty("note", n, 4096)?;
-            }
+            validate_entry(e)?;
         }
         let outcomes = self.catalog.add(entries)?;
         let new: Vec<(Hash256, Ref)> = outcomes
@@ -522,13 +517,7 @@ impl Index {
 
     /// Metadata of the given entries.
     pub fn entries(&self, ids: &[EntryId]) -> Result<HashMap<EntryId, Entry>, IndexError> {
-        let mut out = HashMap::with_capacity(ids.len());
-        for &id in ids {
-            if let Some(e) = self.catalog.find(&Selector::Id(id))?.into_iter().next() {
-                out.insert(id, e);
-            }
-        }
-        Ok(out)
+        Ok(self.catalog.entries_by_id(ids)?.into_iter().map(|e| (e.id, e)).collect())
     }
 
     /// Brand number of a brand name (for filters), if the brand exists.
@@ -821,6 +810,25 @@ fn append_pair(codes: &mut RecordFile, refs: &mut RecordFile, items: &[(Hash256,
     refs.append(&ref_bytes)
 }
 
+/// Check an entry's text fields (what `add` accepts), so callers can refuse one bad item
+/// before hashing it instead of failing a whole batch.
+pub fn validate_entry(e: &NewEntry) -> Result<(), IndexError> {
+    validate_text("brand", &e.brand, MAX_BRAND_BYTES)?;
+    validate_text("external id", &e.external_id, MAX_EXTERNAL_ID_BYTES)?;
+    validate_text("source", &e.source, 4096)?;
+    if let Some(n) = &e.note {
+        validate_text_allow_empty("note", n, MAX_NOTE_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Longest brand name accepted, in bytes.
+pub const MAX_BRAND_BYTES: usize = 200;
+/// Longest external id accepted, in bytes.
+pub const MAX_EXTERNAL_ID_BYTES: usize = 500;
+/// Longest note accepted, in bytes.
+pub const MAX_NOTE_BYTES: usize = 4096;
+
 fn validate_text_allow_empty(what: &str, value: &str, max: usize) -> Result<(), IndexError> {
     if value.len() > max {
         return Err(IndexError::InvalidArgument(format!("{what} is {} bytes, over the limit of {max}", value.len())));
@@ -837,3 +845,9 @@ fn validate_text(what: &str, value: &str, max: usize) -> Result<(), IndexError> 
     }
     validate_text_allow_empty(what, value, max)
 }
+
+// The server shares one `Index` between reader threads behind an `RwLock`.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Index>();
+};

@@ -1,0 +1,100 @@
+//! Connecting to a running server (used by the CLI's `--server` mode).
+
+use anyhow::{Context, Result};
+use tonic::transport::{Channel, Endpoint};
+
+pub use super::pb::catalog_client::CatalogClient;
+pub use super::pb::matcher_client::MatcherClient;
+
+/// Connect to `url` (e.g. `http://127.0.0.1:50051`).
+pub async fn connect(url: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("{url:?} is not a server address (expected e.g. http://127.0.0.1:50051)"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach a lookalike server at {url} (is `lookalike serve` running?)"))
+}
+
+use std::time::Duration;
+
+use super::pb;
+use crate::hash::{Hash256, Orientation};
+use crate::index::{Entry, Label};
+use crate::matcher::{Closeness, Match, MatchResult, Verdict};
+
+pub fn label_from_pb(value: i32) -> Option<Label> {
+    match pb::Label::try_from(value).ok()? {
+        pb::Label::Authentic => Some(Label::Authentic),
+        pb::Label::KnownFake => Some(Label::KnownFake),
+        pb::Label::Unspecified => None,
+    }
+}
+
+pub fn label_to_pb(label: Label) -> pb::Label {
+    super::convert::label_to_pb(label)
+}
+
+fn orientation_from_pb(value: i32) -> Orientation {
+    Orientation::ALL
+        .into_iter()
+        .find(|&o| super::convert::orientation_to_pb(o) as i32 == value)
+        .unwrap_or(Orientation::Original)
+}
+
+/// A server's answer in the library's terms (for printing it the way a local query is
+/// printed). Fields the wire does not carry (SHA-256 and hash of matched entries) are zero.
+pub fn match_result_from_pb(r: pb::MatchResponse) -> anyhow::Result<MatchResult> {
+    let verdict = match pb::Verdict::try_from(r.verdict) {
+        Ok(pb::Verdict::KnownFake) => Verdict::KnownFake,
+        Ok(pb::Verdict::BrandPhotoReused) => Verdict::BrandPhotoReused,
+        Ok(pb::Verdict::Review) => Verdict::Review,
+        Ok(pb::Verdict::NoMatch) => Verdict::NoMatch,
+        Ok(pb::Verdict::LowQuality) => Verdict::LowQuality,
+        _ => anyhow::bail!("the server sent verdict {}", r.verdict),
+    };
+    let matches = r
+        .matches
+        .into_iter()
+        .map(|m| {
+            let label = label_from_pb(m.label).ok_or_else(|| anyhow::anyhow!("the server sent label {}", m.label))?;
+            let closeness = match pb::Closeness::try_from(m.closeness) {
+                Ok(pb::Closeness::Flag) => Closeness::Flag,
+                Ok(pb::Closeness::Review) => Closeness::Review,
+                _ => Closeness::Beyond,
+            };
+            Ok(Match {
+                entry: Entry {
+                    id: m.id,
+                    brand: m.brand,
+                    label,
+                    external_id: m.external_id,
+                    source: m.source,
+                    sha256: [0; 32],
+                    pdq: Hash256::default(),
+                    quality: None,
+                    phash: None,
+                    note: Some(m.note).filter(|n| !n.is_empty()),
+                    added_at_ms: 0,
+                    deleted_at_ms: None,
+                    brand_no: 0,
+                },
+                distance: m.distance,
+                orientation: orientation_from_pb(m.orientation),
+                view: 0,
+                closeness,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(MatchResult {
+        pdq: r.pdq.parse().map_err(|e| anyhow::anyhow!("the server sent a bad hash: {e}"))?,
+        quality: r.quality.min(100) as u8,
+        phash: u64::from_str_radix(&r.phash, 16).ok(),
+        verdict,
+        matches,
+        hash_time: Duration::from_micros(r.hash_micros),
+        search_time: Duration::from_micros(r.search_micros),
+    })
+}

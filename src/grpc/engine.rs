@@ -1,0 +1,149 @@
+//! The engine behind the services: one index shared by readers and writers, the decode
+//! limits, and the pool that runs image work. Every method here blocks; the services call
+//! them through the pool or `spawn_blocking`, never on an async worker.
+
+use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use super::error::ApiError;
+use super::pool::WorkPool;
+use crate::hash::{self, DecodeLimits, Hash256};
+use crate::index::{AddOutcome, Entry, Index, IndexError, NewEntry, OpenOptions, Selector, Stats};
+use crate::matcher::{self, MatchResult, Query};
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub limits: DecodeLimits,
+    /// Image jobs running at once.
+    pub max_in_flight: usize,
+    /// Image jobs waiting for a slot before new ones are refused.
+    pub max_queued: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineOptions { limits: DecodeLimits::default(), max_in_flight: cores * 2, max_queued: cores * 8 }
+    }
+}
+
+/// What a request carries: image bytes, or a hash computed by the caller.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Image(Vec<u8>),
+    Hash { pdq: Hash256, quality: Option<u8> },
+}
+
+/// The hashes of one item to add, ready for the index (everything but its metadata).
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    pub sha256: [u8; 32],
+    pub pdq: Hash256,
+    pub quality: Option<u8>,
+    pub phash: Option<u64>,
+    pub hash_time: Duration,
+}
+
+pub struct Engine {
+    index: RwLock<Index>,
+    limits: DecodeLimits,
+    pool: WorkPool,
+}
+
+impl Engine {
+    /// Open (or create) the index in `dir` for writing. An existing index is opened as it
+    /// is: nothing is rebuilt.
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<Engine, IndexError> {
+        let index = Index::open(dir, OpenOptions::writable())?;
+        Ok(Engine {
+            index: RwLock::new(index),
+            limits: options.limits,
+            pool: WorkPool::new(options.max_in_flight, options.max_queued),
+        })
+    }
+
+    pub fn pool(&self) -> &WorkPool {
+        &self.pool
+    }
+
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Readers share the index; a panic in another thread does not make it unusable (every
+    /// write is durable before it is visible, so there is no half-applied state to fear).
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hash an item to add.
+    pub fn hash(&self, content: &Content) -> Result<Hashed, ApiError> {
+        let started = Instant::now();
+        match content {
+            Content::Image(bytes) => {
+                let h = hash::hash_image(bytes, &self.limits)?;
+                Ok(Hashed {
+                    sha256: hash::sha256(bytes),
+                    pdq: h.pdq.hash(),
+                    quality: Some(h.pdq.quality),
+                    phash: Some(h.phash),
+                    hash_time: started.elapsed(),
+                })
+            }
+            Content::Hash { pdq, quality } => Ok(Hashed {
+                // Keyed on the hash itself, so sending the same hash twice is idempotent.
+                sha256: hash::sha256(&pdq.to_le_bytes()),
+                pdq: *pdq,
+                quality: *quality,
+                phash: None,
+                hash_time: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// Match an image (all eight orientations) or a hash (its own orientation only).
+    pub fn match_content(&self, content: &Content, query: &Query) -> Result<MatchResult, ApiError> {
+        match content {
+            Content::Image(bytes) => {
+                let started = Instant::now();
+                let hashes = hash::hash_image(bytes, &self.limits)?;
+                let hash_time = started.elapsed();
+                let mut result = matcher::match_pdq(&self.read(), &hashes.pdq, Some(hashes.phash), query)?;
+                result.hash_time = hash_time;
+                Ok(result)
+            }
+            // Unknown quality: do not judge the query low-quality.
+            Content::Hash { pdq, quality } => {
+                Ok(matcher::match_hash(&self.read(), *pdq, quality.unwrap_or(100), query)?)
+            }
+        }
+    }
+
+    /// Add entries durably (one catalog transaction, then the record files).
+    pub fn add(&self, entries: &[NewEntry]) -> Result<Vec<AddOutcome>, IndexError> {
+        self.write().add(entries)
+    }
+
+    pub fn delete(&self, selector: &Selector) -> Result<Vec<u64>, IndexError> {
+        self.write().delete(selector)
+    }
+
+    pub fn find(&self, selector: &Selector) -> Result<Vec<Entry>, IndexError> {
+        self.read().find(selector)
+    }
+
+    pub fn stats(&self) -> Result<Stats, IndexError> {
+        self.read().stats()
+    }
+
+    /// Wait for any write in progress to finish (used at shutdown).
+    pub fn quiesce(&self) {
+        drop(self.write());
+    }
+}
