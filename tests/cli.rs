@@ -2,59 +2,17 @@
 //! compact, crash recovery and usage errors. Images are generated in code (seeded),
 //! or copied from `tests/fixtures/`.
 
-use std::f32::consts::TAU;
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::{encode, fixture, jpeg, photo};
 use image::{ImageFormat, RgbImage};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lookalike");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// A smooth, detailed "photo": per channel, a sum of random separable cosines and
-/// Gaussian blobs. Each seed gives a different image with a high PDQ quality.
-fn photo(seed: u64, w: u32, h: u32) -> RgbImage {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let (wu, hu) = (w as usize, h as usize);
-    // plane += column(y) × row(x)
-    let add = |plane: &mut [f32], row: &[f32], column: &[f32]| {
-        for (line, &vy) in plane.chunks_exact_mut(wu).zip(column) {
-            for (p, &vx) in line.iter_mut().zip(row) {
-                *p += vx * vy;
-            }
-        }
-    };
-    let mut planes = vec![vec![0f32; wu * hu]; 3];
-    for plane in &mut planes {
-        for _ in 0..8 {
-            let (fx, fy) = (rng.random_range(0.3..7.0f32), rng.random_range(0.3..7.0f32));
-            let (px, py) = (rng.random_range(0.0..TAU), rng.random_range(0.0..TAU));
-            let amp = rng.random_range(10.0..35.0f32);
-            let cx: Vec<f32> = (0..wu).map(|x| amp * (TAU * fx * x as f32 / w as f32 + px).cos()).collect();
-            let cy: Vec<f32> = (0..hu).map(|y| (TAU * fy * y as f32 / h as f32 + py).cos()).collect();
-            add(plane, &cx, &cy);
-        }
-        for _ in 0..5 {
-            let (mx, my) = (rng.random_range(0.0..w as f32), rng.random_range(0.0..h as f32));
-            let s = rng.random_range(0.04..0.2f32) * w.min(h) as f32;
-            let amp = rng.random_range(-80.0..80.0f32);
-            let gx: Vec<f32> = (0..wu).map(|x| amp * (-((x as f32 - mx) / s).powi(2)).exp()).collect();
-            let gy: Vec<f32> = (0..hu).map(|y| (-((y as f32 - my) / s).powi(2)).exp()).collect();
-            add(plane, &gx, &gy);
-        }
-    }
-    RgbImage::from_fn(w, h, |x, y| {
-        let i = y as usize * wu + x as usize;
-        image::Rgb([0, 1, 2].map(|c| (128.0 + planes[c][i]).clamp(0.0, 255.0) as u8))
-    })
-}
 
 trait MakeParent {
     fn make_parent(self) -> Self;
@@ -76,15 +34,7 @@ fn save(img: &RgbImage, path: &Path) {
 }
 
 fn save_jpeg(img: &RgbImage, path: &Path, quality: u8) {
-    let mut bytes = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality).encode_image(img).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut bytes, format).unwrap();
-    bytes.into_inner()
+    std::fs::write(path, jpeg(img, quality)).unwrap();
 }
 
 /// What a finished command printed.

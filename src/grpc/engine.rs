@@ -7,7 +7,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::error::ApiError;
-use super::pool::WorkPool;
+use super::pool::{PoolError, WorkPool};
 use crate::hash::{self, DecodeLimits, Hash256};
 use crate::index::{AddOutcome, Entry, Index, IndexError, NewEntry, OpenOptions, Selector, Stats};
 use crate::matcher::{self, MatchResult, Query};
@@ -107,13 +107,22 @@ impl Engine {
         }
     }
 
-    /// Match an image (all eight orientations) or a hash (its own orientation only).
-    pub fn match_content(&self, content: &Content, query: &Query) -> Result<MatchResult, ApiError> {
+    /// Match an image (all eight orientations) or a hash (its own orientation only). With a
+    /// deadline, the search is skipped if hashing ran past it.
+    pub fn match_content(
+        &self,
+        content: &Content,
+        query: &Query,
+        deadline: Option<Instant>,
+    ) -> Result<MatchResult, ApiError> {
         match content {
             Content::Image(bytes) => {
                 let started = Instant::now();
                 let hashes = hash::hash_image(bytes, &self.limits)?;
                 let hash_time = started.elapsed();
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(PoolError::DeadlineExceeded.into());
+                }
                 let mut result = matcher::match_pdq(&self.read(), &hashes.pdq, Some(hashes.phash), query)?;
                 result.hash_time = hash_time;
                 Ok(result)

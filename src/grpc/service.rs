@@ -115,8 +115,12 @@ async fn read_add_stream(
     deadline: Option<Instant>,
     steps: mpsc::Sender<Step>,
 ) {
+    // At most the pool's width of this stream's items are hashed at once, so a stream alone
+    // never overflows the pool's queue; beyond that the stream is not read.
+    let window = Arc::new(Semaphore::new(engine.pool().max_in_flight()));
     let mut sequence = 0u64;
     loop {
+        let Ok(slot) = window.clone().acquire_owned().await else { break };
         let next = within(deadline, async { inbound.message().await.map_err(ApiError::Transport) }).await;
         let req = match next {
             Ok(Some(req)) => req,
@@ -131,8 +135,9 @@ async fn read_add_stream(
         let job = tokio::spawn(async move {
             let AddItem { content, entry } = convert::add_item(req)?;
             let e = engine.clone();
-            let hashed = engine.pool().run(deadline, move || e.hash(&content)).await??;
-            Ok(convert::with_hashes(entry, &hashed))
+            let hashed = engine.pool().run(deadline, move || e.hash(&content)).await;
+            drop(slot);
+            Ok(convert::with_hashes(entry, &hashed??))
         });
         if steps.send(Step::Item(Pending { sequence, external_id, job })).await.is_err() {
             break; // the writer stopped: the client has gone
@@ -305,7 +310,9 @@ impl MatcherService {
 async fn run_match(engine: &Arc<Engine>, item: MatchItem, deadline: Option<Instant>) -> Result<MatchResult, ApiError> {
     let e = engine.clone();
     let MatchItem { content, query, .. } = item;
-    within(deadline, async { engine.pool().run(deadline, move || e.match_content(&content, &query)).await? }).await
+    let until = deadline.map(Instant::into_std);
+    within(deadline, async { engine.pool().run(deadline, move || e.match_content(&content, &query, until)).await? })
+        .await
 }
 
 /// Check and match one request; the request id is kept for the answer either way.
