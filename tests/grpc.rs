@@ -278,6 +278,10 @@ async fn bad_requests_get_exact_statuses_and_the_server_keeps_serving() {
     req.flag_distance = Some(50);
     req.review_distance = Some(40);
     expect(matcher.r#match(req).await, Code::InvalidArgument, "flag");
+    // Either distance alone is fine: the other adapts.
+    let mut req = match_image(read("coffee.jpg"));
+    req.review_distance = Some(10);
+    assert_eq!(matcher.r#match(req).await.unwrap().into_inner().matches[0].id, ids["coffee.jpg"]);
     let req = pb::MatchRequest {
         query: Some(match_request::Query::Hash(pb::PrecomputedHash { pdq: "abc".into(), quality: None })),
         ..Default::default()
@@ -304,6 +308,7 @@ async fn bad_requests_get_exact_statuses_and_the_server_keeps_serving() {
         add_request(b"GIF89a garbage".to_vec(), "acme", pb::Label::Authentic, "garbage"),
         add_request(read("rocket_exif6.jpg"), "", pb::Label::Authentic, "no brand"),
         add_request(read("rocket_exif6.jpg"), "acme", pb::Label::Authentic, &"x".repeat(501)),
+        add_request(read("rocket_exif6.jpg"), " acme", pb::Label::Authentic, "spaces"),
         add_request(read("rocket_exif6.jpg"), "acme", pb::Label::Authentic, "rocket"),
     ];
     let results = add_all(&mut catalog, items).await;
@@ -317,9 +322,11 @@ async fn bad_requests_get_exact_statuses_and_the_server_keeps_serving() {
             (pb::AddStatus::Failed, invalid),
             (pb::AddStatus::Failed, invalid),
             (pb::AddStatus::Failed, invalid),
+            (pb::AddStatus::Failed, invalid),
             (pb::AddStatus::Added, None),
         ]
     );
+    assert!(results[5].error.as_ref().unwrap().message.contains("leading or trailing spaces"));
     assert!(results[1].error.as_ref().unwrap().message.contains("LABEL_UNSPECIFIED"));
     assert!(results[3].error.as_ref().unwrap().message.contains("brand is empty"));
     assert!(results[4].error.as_ref().unwrap().message.contains("external id"));

@@ -272,11 +272,15 @@ pub struct HnswArgs {
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let limits = cli.limits.limits();
+    if let Command::Serve(args) = &cli.command {
+        // LOOKALIKE_SERVER, set for the clients of this server, does not apply to it.
+        return serve(&cli.data, args, &limits);
+    }
     if let Some(server) = &cli.server {
         return remote::run(server, &cli.command, &limits);
     }
     match cli.command {
-        Command::Serve(args) => serve(&cli.data, &args, &limits),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Index(args) => ingest::run(&cli.data, &args, &limits),
         Command::Query(args) => query(&cli.data, &args, &limits),
         Command::Hash(args) => hash_files(&args, &limits),
@@ -510,7 +514,7 @@ pub fn main() -> ExitCode {
     };
     let default_level = match cli.verbose {
         // The server reports its address and lifecycle; commands stay quiet.
-        0 if matches!(cli.command, Command::Serve(_)) && cli.server.is_none() => "info",
+        0 if matches!(cli.command, Command::Serve(_)) => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",

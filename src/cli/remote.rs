@@ -28,7 +28,6 @@ pub fn run(server: &str, command: &Command, limits: &DecodeLimits) -> Result<u8>
             Command::Query(args) => query(server, args, limits).await,
             Command::Stats(args) => stats(server, args).await,
             Command::Delete(args) => delete(server, args).await,
-            Command::Serve(_) => bail!("`serve` runs a server; it does not take --server"),
             _ => bail!("this command works on a local data directory only: drop --server (and stop the server, which holds the directory)"),
         }
     })

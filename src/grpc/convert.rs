@@ -256,16 +256,15 @@ fn match_item_inner(req: pb::MatchRequest) -> Result<MatchItem, ApiError> {
         Some(q) => q as u8,
         None => defaults.min_quality,
     };
+    // An unset distance adapts to the other one, so either can be given alone.
     let thresholds = Thresholds {
-        flag: distance(req.flag_distance, defaults.flag, "flag_distance")?,
+        flag: distance(req.flag_distance, defaults.flag.min(req.review_distance.unwrap_or(u32::MAX)), "flag_distance")?,
         review: distance(req.review_distance, defaults.review.max(req.flag_distance.unwrap_or(0)), "review_distance")?,
         min_quality,
     };
     thresholds.validate().map_err(|e| invalid(e.to_string()))?;
-    let brand = match req.brand.trim() {
-        "" => None,
-        b => Some(b.to_string()),
-    };
+    // Exactly as stored (brands with surrounding spaces are refused when added).
+    let brand = Some(req.brand).filter(|b| !b.is_empty());
     let label = req.label.map(|l| label_from_pb(l, "label")).transpose()?;
     let query = Query {
         k: k as usize,

@@ -814,6 +814,9 @@ fn append_pair(codes: &mut RecordFile, refs: &mut RecordFile, items: &[(Hash256,
 /// before hashing it instead of failing a whole batch.
 pub fn validate_entry(e: &NewEntry) -> Result<(), IndexError> {
     validate_text("brand", &e.brand, MAX_BRAND_BYTES)?;
+    if e.brand.trim() != e.brand {
+        return Err(IndexError::InvalidArgument(format!("brand {:?} has leading or trailing spaces", e.brand)));
+    }
     validate_text("external id", &e.external_id, MAX_EXTERNAL_ID_BYTES)?;
     validate_text("source", &e.source, 4096)?;
     if let Some(n) = &e.note {
