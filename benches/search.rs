@@ -49,6 +49,7 @@ fn build(n: usize, rng: &mut SmallRng) -> (tempfile::TempDir, Index, Vec<Hash256
             quality: Some(100),
             phash: None,
             note: None,
+            thumbnail: None,
         });
         if batch.len() == 50_000 {
             index.add(&batch).expect("adds");

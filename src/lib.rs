@@ -20,3 +20,5 @@ pub mod grpc;
 pub mod hash;
 pub mod index;
 pub mod matcher;
+pub mod metrics;
+pub mod web;

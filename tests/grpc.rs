@@ -547,7 +547,7 @@ struct Process {
 impl Process {
     fn start(data: &Path) -> Process {
         let mut child = Command::new(BIN)
-            .args(["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--grace", "5"])
+            .args(["--data", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--no-http", "--grace", "5"])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

@@ -23,6 +23,7 @@ fn entry(i: u64, code: Hash256) -> NewEntry {
         quality: Some(100),
         phash: Some(i),
         note: None,
+        thumbnail: None,
     }
 }
 

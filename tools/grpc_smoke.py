@@ -321,7 +321,7 @@ def spawn_server(binary, data_dir, log_path):
     return (process, address) once it logs "serving gRPC on ADDRESS"."""
     # RUST_LOG could hide the startup line and LOOKALIKE_SERVER would turn `serve` into a client.
     env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "LOOKALIKE_SERVER")}
-    command = [str(binary), "--data", str(data_dir), "serve", "--listen", "127.0.0.1:0"]
+    command = [str(binary), "--data", str(data_dir), "serve", "--listen", "127.0.0.1:0", "--no-http"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S

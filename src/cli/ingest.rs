@@ -204,7 +204,7 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
         Ok(b) => b,
         Err(e) => return Prepared::Failed(format!("{e:#}")),
     };
-    let hashes = match hash::hash_image(&bytes, limits) {
+    let (hashes, thumbnail) = match hash::hash_image_with_thumbnail(&bytes, limits) {
         Ok(h) => h,
         Err(ImageError::UnknownFormat(reason)) => return Prepared::NotImage(format!("not an image ({reason})")),
         Err(ImageError::Empty) => return Prepared::NotImage("empty file".into()),
@@ -220,6 +220,7 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
         quality: Some(hashes.pdq.quality),
         phash: Some(hashes.phash),
         note: row.and_then(|r| r.note.clone()),
+        thumbnail: Some(thumbnail),
     }))
 }
 

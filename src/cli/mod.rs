@@ -137,6 +137,12 @@ pub struct ServeArgs {
     /// Images waiting for a worker before new ones get RESOURCE_EXHAUSTED [default: 8 × cores].
     #[arg(long, value_name = "N")]
     pub max_queued: Option<usize>,
+    /// Address of the moderator page, /metrics and /healthz (HTTP).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT", conflicts_with = "no_http")]
+    pub http: std::net::SocketAddr,
+    /// Serve gRPC only: no moderator page, no /metrics.
+    #[arg(long)]
+    pub no_http: bool,
     /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub grace: u64,
@@ -350,7 +356,38 @@ fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
             max_message_bytes = serve_options.max_message_bytes,
             "serving gRPC on {addr}"
         );
-        grpc::serve(listener, std::sync::Arc::new(engine), &serve_options, shutdown_signal()).await
+        let engine = std::sync::Arc::new(engine);
+        // One signal stops both servers.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let http = if args.no_http {
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| {
+                format!("cannot listen on {} for HTTP (choose another with --http, or --no-http)", args.http)
+            })?;
+            let addr = listener.local_addr().context("reading the bound address")?;
+            tracing::info!("moderator page on http://{addr}/ (metrics on /metrics)");
+            Some(tokio::spawn(crate::web::serve(listener, engine.clone(), serve_options.max_message_bytes, stopped())))
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let grpc_result = grpc::serve(listener, engine, &serve_options, stopped()).await;
+        if let Some(http) = http {
+            // Open page requests are short; they get the same grace period.
+            match tokio::time::timeout(serve_options.grace, http).await {
+                Ok(joined) => joined.context("HTTP server task")??,
+                Err(_) => tracing::warn!("grace period over: closing open HTTP connections"),
+            }
+        }
+        grpc_result
     })?;
     Ok(EXIT_OK)
 }

@@ -98,6 +98,7 @@ pub fn add_item(req: pb::AddImageRequest) -> Result<AddItem, ApiError> {
         quality: None,
         phash: None,
         note: Some(req.note).filter(|n| !n.is_empty()),
+        thumbnail: None,
     };
     // Refuse bad text before spending time on the image.
     index::validate_entry(&entry)?;
@@ -109,6 +110,7 @@ pub fn with_hashes(mut entry: NewEntry, h: &Hashed) -> NewEntry {
     entry.pdq = h.pdq;
     entry.quality = h.quality;
     entry.phash = h.phash;
+    entry.thumbnail = h.thumbnail.clone();
     entry
 }
 

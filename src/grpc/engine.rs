@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use super::error::ApiError;
 use super::pool::{PoolError, WorkPool};
 use crate::hash::{self, DecodeLimits, Hash256};
-use crate::index::{AddOutcome, Entry, Index, IndexError, NewEntry, OpenOptions, Selector, Stats};
+use crate::index::{AddOutcome, Entry, EntryId, Index, IndexError, Label, NewEntry, OpenOptions, Selector, Stats};
 use crate::matcher::{self, MatchResult, Query};
+use crate::metrics::Metrics;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -43,6 +44,7 @@ pub struct Hashed {
     pub pdq: Hash256,
     pub quality: Option<u8>,
     pub phash: Option<u64>,
+    pub thumbnail: Option<Vec<u8>>,
     pub hash_time: Duration,
 }
 
@@ -50,6 +52,7 @@ pub struct Engine {
     index: RwLock<Index>,
     limits: DecodeLimits,
     pool: WorkPool,
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -61,6 +64,7 @@ impl Engine {
             index: RwLock::new(index),
             limits: options.limits,
             pool: WorkPool::new(options.max_in_flight, options.max_queued),
+            metrics: Metrics::default(),
         })
     }
 
@@ -70,6 +74,22 @@ impl Engine {
 
     pub fn limits(&self) -> &DecodeLimits {
         &self.limits
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics in Prometheus text format, with the gauges read now.
+    pub fn render_metrics(&self) -> Result<String, IndexError> {
+        let stats = self.stats()?;
+        let mut by_label = [(Label::Authentic.as_str(), 0u64), (Label::KnownFake.as_str(), 0u64)];
+        for (_, label, n) in &stats.by_brand_label {
+            if let Some(slot) = by_label.iter_mut().find(|(l, _)| *l == label.as_str()) {
+                slot.1 += n;
+            }
+        }
+        Ok(self.metrics.render(&by_label, self.pool.in_flight(), self.pool.queued(), self.pool.rejected()))
     }
 
     /// Readers share the index; a panic in another thread does not make it unusable (every
@@ -87,8 +107,10 @@ impl Engine {
         let started = Instant::now();
         match content {
             Content::Image(bytes) => {
-                let h = hash::hash_image(bytes, &self.limits)?;
+                let (h, thumbnail) = hash::hash_image_with_thumbnail(bytes, &self.limits)?;
+                self.metrics.image_hashed();
                 Ok(Hashed {
+                    thumbnail: Some(thumbnail),
                     sha256: hash::sha256(bytes),
                     pdq: h.pdq.hash(),
                     quality: Some(h.pdq.quality),
@@ -102,6 +124,7 @@ impl Engine {
                 pdq: *pdq,
                 quality: *quality,
                 phash: None,
+                thumbnail: None,
                 hash_time: Duration::ZERO,
             }),
         }
@@ -119,6 +142,7 @@ impl Engine {
             Content::Image(bytes) => {
                 let started = Instant::now();
                 let hashes = hash::hash_image(bytes, &self.limits)?;
+                self.metrics.image_hashed();
                 let hash_time = started.elapsed();
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(PoolError::DeadlineExceeded.into());
@@ -149,6 +173,20 @@ impl Engine {
 
     pub fn stats(&self) -> Result<Stats, IndexError> {
         self.read().stats()
+    }
+
+    pub fn thumbnail(&self, id: EntryId) -> Result<Option<Vec<u8>>, IndexError> {
+        self.read().thumbnail(id)
+    }
+
+    pub fn list(
+        &self,
+        brand: Option<&str>,
+        label: Option<Label>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<Entry>), IndexError> {
+        self.read().list(brand, label, offset, limit)
     }
 
     /// Wait for any write in progress to finish (used at shutdown).

@@ -14,6 +14,8 @@ mod pool;
 mod server;
 mod service;
 
+pub(crate) use service::record;
+
 pub use engine::{Content, Engine, EngineOptions};
 pub use error::ApiError;
 pub use pool::{PoolError, WorkPool};

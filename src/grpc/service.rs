@@ -66,7 +66,17 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&engine)).await.map_err(|_| ApiError::Pool(PoolError::Panicked))?
 }
 
-fn log_outcome<T>(rpc: &str, what: &str, started: StdInstant, outcome: &Result<T, ApiError>) {
+/// Count a finished request in the metrics.
+pub(crate) fn record<T>(engine: &Engine, rpc: &str, started: StdInstant, outcome: &Result<T, ApiError>) {
+    let code = match outcome {
+        Ok(_) => tonic::Code::Ok,
+        Err(e) => e.code(),
+    };
+    engine.metrics().request(rpc, &format!("{code:?}"), started.elapsed().as_secs_f64());
+}
+
+fn log_outcome<T>(engine: &Engine, rpc: &str, what: &str, started: StdInstant, outcome: &Result<T, ApiError>) {
+    record(engine, rpc, started, outcome);
     let micros = started.elapsed().as_micros() as u64;
     match outcome {
         Ok(_) => tracing::debug!(rpc, what, micros, "ok"),
@@ -239,7 +249,9 @@ impl pb::catalog_server::Catalog for CatalogService {
         let engine = self.engine.clone();
         tokio::spawn(async move {
             let started = StdInstant::now();
-            let t = write_add_stream(engine, steps_rx, out_tx).await;
+            let t = write_add_stream(engine.clone(), steps_rx, out_tx).await;
+            let outcome: Result<(), ApiError> = Ok(());
+            record(&engine, "AddImages", started, &outcome);
             tracing::debug!(
                 rpc = "AddImages",
                 added = t.added,
@@ -266,7 +278,7 @@ impl pb::catalog_server::Catalog for CatalogService {
             Ok(ids)
         }
         .await;
-        log_outcome("Delete", "", started, &outcome);
+        log_outcome(&self.engine, "Delete", "", started, &outcome);
         Ok(Response::new(pb::DeleteResponse { deleted_ids: outcome? }))
     }
 
@@ -283,7 +295,7 @@ impl pb::catalog_server::Catalog for CatalogService {
             Ok(entries)
         }
         .await;
-        log_outcome("Get", "", started, &outcome);
+        log_outcome(&self.engine, "Get", "", started, &outcome);
         Ok(Response::new(pb::GetResponse { entries: outcome?.into_iter().map(convert::entry_to_pb).collect() }))
     }
 
@@ -291,7 +303,7 @@ impl pb::catalog_server::Catalog for CatalogService {
         let started = StdInstant::now();
         let deadline = deadline_of(&request);
         let outcome = within(deadline, blocking(&self.engine, |e| Ok(e.stats()?))).await;
-        log_outcome("Stats", "", started, &outcome);
+        log_outcome(&self.engine, "Stats", "", started, &outcome);
         Ok(Response::new(convert::stats_to_pb(outcome?)))
     }
 }
@@ -330,7 +342,14 @@ async fn answer(
     }
 }
 
-fn log_match(rpc: &str, request_id: &str, started: StdInstant, outcome: &Result<MatchResult, ApiError>) {
+fn log_match(
+    engine: &Engine,
+    rpc: &str,
+    request_id: &str,
+    started: StdInstant,
+    outcome: &Result<MatchResult, ApiError>,
+) {
+    record(engine, rpc, started, outcome);
     let micros = started.elapsed().as_micros() as u64;
     match outcome {
         Ok(r) => {
@@ -348,7 +367,7 @@ impl pb::matcher_server::Matcher for MatcherService {
         let started = StdInstant::now();
         let deadline = deadline_of(&request);
         let (request_id, outcome) = answer(&self.engine, request.into_inner(), deadline).await;
-        log_match("Match", &request_id, started, &outcome);
+        log_match(&self.engine, "Match", &request_id, started, &outcome);
         Ok(Response::new(convert::match_response(request_id, outcome?, started.elapsed())))
     }
 
@@ -379,7 +398,7 @@ impl pb::matcher_server::Matcher for MatcherService {
                 tokio::spawn(async move {
                     let started = StdInstant::now();
                     let (request_id, outcome) = answer(&engine, req, deadline).await;
-                    log_match("MatchStream", &request_id, started, &outcome);
+                    log_match(&engine, "MatchStream", &request_id, started, &outcome);
                     let response = match outcome {
                         Ok(r) => convert::match_response(request_id, r, started.elapsed()),
                         Err(e) => convert::match_failure(request_id, &e),

@@ -77,9 +77,8 @@ fn sniff_format(bytes: &[u8]) -> Result<(ImageFormat, &'static str), ImageError>
     Ok((format, name))
 }
 
-/// Decode `bytes` (first frame of an animation), apply the EXIF orientation, and
-/// reduce to luminance — refusing, before decoding, input over `limits`.
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+/// Decode `bytes` to an image in its display orientation, within `limits`.
+fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<(DynamicImage, &'static str), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -114,9 +113,45 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, Image
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
-    let (width, height) = (img.width(), img.height());
-    Ok(DecodedImage { luma: luma_plane(&img), width, height, format: name })
+    Ok((img, name))
 }
+
+/// Decode `bytes` (first frame of an animation), apply the EXIF orientation, and
+/// reduce to luminance — refusing, before decoding, input over `limits`.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+    let (img, format) = decode_image(bytes, limits)?;
+    Ok(DecodedImage { luma: luma_plane(&img), width: img.width(), height: img.height(), format })
+}
+
+/// Like [`decode`], and also a JPEG thumbnail (at most `max_side` pixels on its longer
+/// side, transparency flattened onto white) for showing the image to a person.
+pub fn decode_with_thumbnail(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    max_side: u32,
+) -> Result<(DecodedImage, Vec<u8>), ImageError> {
+    let (img, format) = decode_image(bytes, limits)?;
+    let small = if img.width().max(img.height()) > max_side { img.thumbnail(max_side, max_side) } else { img.clone() };
+    let rgb = if small.color().has_alpha() {
+        let rgba = small.to_rgba8();
+        image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let p = rgba.get_pixel(x, y).0;
+            let a = u16::from(p[3]);
+            image::Rgb([0, 1, 2].map(|c| ((u16::from(p[c]) * a + 255 * (255 - a)) / 255) as u8))
+        })
+    } else {
+        small.to_rgb8()
+    };
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, THUMBNAIL_QUALITY)
+        .encode_image(&rgb)
+        .map_err(|e| ImageError::Corrupt { format: format.to_string(), reason: format!("making a thumbnail: {e}") })?;
+    let decoded = DecodedImage { luma: luma_plane(&img), width: img.width(), height: img.height(), format };
+    Ok((decoded, jpeg))
+}
+
+/// JPEG quality of thumbnails.
+const THUMBNAIL_QUALITY: u8 = 80;
 
 fn luma_plane(img: &DynamicImage) -> Vec<f32> {
     match img {

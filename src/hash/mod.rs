@@ -9,7 +9,7 @@ mod hash256;
 pub mod pdq;
 mod phash;
 
-pub use decode::{decode, sniff, DecodeLimits, DecodedImage};
+pub use decode::{decode, decode_with_thumbnail, sniff, DecodeLimits, DecodedImage};
 pub use hash256::{Hash256, ParseHashError};
 pub use pdq::{Orientation, PdqHashes};
 
@@ -57,6 +57,15 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub fn hash_image(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHashes, ImageError> {
     let mut decoded = decode(bytes, limits)?;
     Ok(hash_decoded(&mut decoded))
+}
+
+/// Longer side of the thumbnails kept for the moderator page, in pixels.
+pub const THUMBNAIL_SIDE: u32 = 256;
+
+/// Like [`hash_image`], and also a JPEG thumbnail (see [`THUMBNAIL_SIDE`]).
+pub fn hash_image_with_thumbnail(bytes: &[u8], limits: &DecodeLimits) -> Result<(ImageHashes, Vec<u8>), ImageError> {
+    let (mut decoded, thumbnail) = decode_with_thumbnail(bytes, limits, THUMBNAIL_SIDE)?;
+    Ok((hash_decoded(&mut decoded), thumbnail))
 }
 
 /// Compute all hashes of an already decoded image (its luma plane is used as scratch).

@@ -65,6 +65,8 @@ pub struct NewEntry {
     pub quality: Option<u8>,
     pub phash: Option<u64>,
     pub note: Option<String>,
+    /// A small JPEG of the image for people to look at (see `hash::THUMBNAIL_SIDE`).
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 /// What adding one entry did.
@@ -165,7 +167,9 @@ impl Catalog {
                  CREATE UNIQUE INDEX IF NOT EXISTS entries_identity
                      ON entries (brand_id, label, sha256) WHERE deleted_at IS NULL;
                  CREATE INDEX IF NOT EXISTS entries_external ON entries (brand_id, external_id);
-                 CREATE INDEX IF NOT EXISTS entries_deleted ON entries (deleted_at) WHERE deleted_at IS NOT NULL;",
+                 CREATE INDEX IF NOT EXISTS entries_deleted ON entries (deleted_at) WHERE deleted_at IS NOT NULL;
+                 CREATE INDEX IF NOT EXISTS entries_browse ON entries (brand_id, label, id) WHERE deleted_at IS NULL;
+                 CREATE TABLE IF NOT EXISTS thumbnails (entry_id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);",
             )
             .map_err(ctx("creating the schema"))?;
             conn.execute(
@@ -210,6 +214,9 @@ impl Catalog {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(ctx("preparing"))?;
+            let mut thumb = tx
+                .prepare_cached("INSERT OR REPLACE INTO thumbnails (entry_id, jpeg) VALUES (?1, ?2)")
+                .map_err(ctx("preparing"))?;
             let now = now_ms();
             let mut brand_cache: BTreeMap<&str, i64> = BTreeMap::new();
             for e in entries {
@@ -253,7 +260,11 @@ impl Catalog {
                                 now
                             ])
                             .map_err(ctx("inserting an entry"))?;
-                        AddOutcome::Added(tx.last_insert_rowid() as EntryId)
+                        let id = tx.last_insert_rowid();
+                        if let Some(jpeg) = &e.thumbnail {
+                            thumb.execute(params![id, jpeg]).map_err(ctx("storing a thumbnail"))?;
+                        }
+                        AddOutcome::Added(id as EntryId)
                     }
                 };
                 out.push((outcome, brand_id as u32));
@@ -289,6 +300,17 @@ impl Catalog {
             }
         };
         Ok(ids)
+    }
+
+    /// Drop the thumbnails of deleted entries (they stay viewable until compaction).
+    pub fn drop_deleted_thumbnails(&mut self) -> Result<(), IndexError> {
+        self.conn_mut()
+            .execute(
+                "DELETE FROM thumbnails WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL)",
+                [],
+            )
+            .map(drop)
+            .map_err(|e| IndexError::sqlite("dropping thumbnails of deleted entries", e))
     }
 
     /// Entries matching a selector, deleted ones included.
@@ -328,6 +350,54 @@ impl Catalog {
         let rows =
             stmt.query_map(rusqlite::params_from_iter(ids.iter().map(|&id| id as i64)), row_to_entry).map_err(ctx)?;
         rows.collect::<Result<_, _>>().map_err(ctx)
+    }
+
+    /// The thumbnail of an entry, if one was stored.
+    pub fn thumbnail(&self, id: EntryId) -> Result<Option<Vec<u8>>, IndexError> {
+        let conn = self.conn();
+        let found = conn
+            .prepare_cached("SELECT jpeg FROM thumbnails WHERE entry_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id as i64], |r| r.get::<_, Vec<u8>>(0)).optional());
+        match found {
+            Ok(jpeg) => Ok(jpeg),
+            // An index created before thumbnails existed, opened read-only: none stored.
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(None),
+            Err(e) => Err(IndexError::sqlite("reading a thumbnail", e)),
+        }
+    }
+
+    /// Live entries, optionally of one brand and label, newest first: the total and one page.
+    pub fn list(
+        &self,
+        brand: Option<&str>,
+        label: Option<Label>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<Entry>), IndexError> {
+        let ctx = |e| IndexError::sqlite("listing entries", e);
+        let conn = self.conn();
+        let filter = "e.deleted_at IS NULL AND (?1 IS NULL OR b.name = ?1) AND (?2 IS NULL OR e.label = ?2)";
+        let label = label.map(Label::as_str);
+        let total: i64 = conn
+            .prepare_cached(&format!(
+                "SELECT COUNT(*) FROM entries e JOIN brands b ON b.id = e.brand_id WHERE {filter}"
+            ))
+            .and_then(|mut stmt| stmt.query_row(params![brand, label], |r| r.get(0)))
+            .map_err(ctx)?;
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries e JOIN brands b ON b.id = e.brand_id WHERE {filter}
+                 ORDER BY e.id DESC LIMIT ?3 OFFSET ?4"
+            ))
+            .map_err(ctx)?;
+        let rows = stmt
+            .query_map(
+                params![brand, label, limit.min(i64::MAX as u64) as i64, offset.min(i64::MAX as u64) as i64],
+                row_to_entry,
+            )
+            .map_err(ctx)?;
+        let entries = rows.collect::<Result<_, _>>().map_err(ctx)?;
+        Ok((total as u64, entries))
     }
 
     /// Entries with ids greater than `after`, in id order (for catching up the record files).

@@ -520,6 +520,22 @@ impl Index {
         Ok(self.catalog.entries_by_id(ids)?.into_iter().map(|e| (e.id, e)).collect())
     }
 
+    /// The stored thumbnail of an entry, if any.
+    pub fn thumbnail(&self, id: EntryId) -> Result<Option<Vec<u8>>, IndexError> {
+        self.catalog.thumbnail(id)
+    }
+
+    /// Live entries (optionally of one brand and label), newest first: the total and a page.
+    pub fn list(
+        &self,
+        brand: Option<&str>,
+        label: Option<Label>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<Entry>), IndexError> {
+        self.catalog.list(brand, label, offset, limit)
+    }
+
     /// Brand number of a brand name (for filters), if the brand exists.
     pub fn brand_no(&self, brand: &str) -> Result<Option<u32>, IndexError> {
         self.catalog.brand_no(brand)
@@ -694,6 +710,7 @@ impl Index {
     /// rebuild the tables. Returns the number of records dropped.
     pub fn compact(&mut self) -> Result<u64, IndexError> {
         self.require_writable()?;
+        self.catalog.drop_deleted_thumbnails()?;
         let mut items = Vec::new();
         let codes = self.code_slice();
         for record in 0..self.codes.len() as u32 {
