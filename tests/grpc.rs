@@ -633,3 +633,49 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     let _ = child.kill();
     None
 }
+
+/// `MatchRequest` as raw bytes: the same field numbers, but `request_id` is bytes, so it
+/// can carry invalid UTF-8 (which no well-behaved client would send).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawMatchRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    image: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    request_id: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_are_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::default(dir.path()).await;
+    load_catalog(&server).await;
+    let raw = RawMatchRequest { image: read("coffee.jpg"), request_id: vec![0xff, 0xfe, b'x'] };
+    let path = http::uri::PathAndQuery::from_static("/lookalike.v1.Matcher/Match");
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawMatchRequest, pb::MatchResponse>::default();
+    let status = grpc.unary(tonic::Request::new(raw.clone()), path, codec).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("UTF-8"), "{status:?}");
+
+    // In a stream: the stream ends with the same status.
+    let path = http::uri::PathAndQuery::from_static("/lookalike.v1.Matcher/MatchStream");
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RawMatchRequest, pb::MatchResponse>::default();
+    let mut answers =
+        grpc.streaming(tonic::Request::new(tokio_stream::iter([raw])), path, codec).await.unwrap().into_inner();
+    let status = loop {
+        match answers.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // Still serving.
+    let r = server.matcher().await.r#match(match_image(read("coffee.jpg"))).await.unwrap().into_inner();
+    assert_eq!(verdict_of(&r), pb::Verdict::BrandPhotoReused);
+    server.stop().await;
+}

@@ -89,18 +89,20 @@ impl From<ApiError> for Status {
     }
 }
 
-/// tonic reports a message over the size limit as OUT_OF_RANGE; the gRPC spec (and every
-/// other implementation) says RESOURCE_EXHAUSTED.
-fn transport_code(s: &Status) -> Code {
-    if s.code() == Code::OutOfRange && is_too_large(s.message()) {
-        Code::ResourceExhausted
-    } else {
-        s.code()
+/// tonic's own statuses for bad requests, corrected: a message over the size limit is
+/// OUT_OF_RANGE in tonic, RESOURCE_EXHAUSTED in the gRPC spec and other implementations; a
+/// message that does not decode (e.g. invalid UTF-8 in a string field) is INTERNAL in
+/// tonic, but it is the client's fault: INVALID_ARGUMENT.
+pub(crate) fn corrected_code(code: Code, message: &str) -> Code {
+    match code {
+        Code::OutOfRange if message.contains("message length too large") => Code::ResourceExhausted,
+        Code::Internal if message.starts_with("failed to decode Protobuf message") => Code::InvalidArgument,
+        other => other,
     }
 }
 
-pub(crate) fn is_too_large(message: &str) -> bool {
-    message.contains("message length too large")
+fn transport_code(s: &Status) -> Code {
+    corrected_code(s.code(), s.message())
 }
 
 fn is_disk_full(e: &std::io::Error) -> bool {

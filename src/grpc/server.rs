@@ -29,18 +29,20 @@ impl Default for ServeOptions {
     }
 }
 
-/// tonic reports a request over the size limit as OUT_OF_RANGE; the gRPC spec and the
-/// other implementations say RESOURCE_EXHAUSTED. Streams are fixed in `error.rs`; this
-/// fixes unary calls, whose status travels in the response headers.
-fn fix_too_large_status(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+/// Unary calls: tonic's statuses for requests too large or undecodable travel in the
+/// response headers; correct them there (streams are corrected in `error.rs`).
+fn correct_status(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
     let headers = response.headers();
-    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| super::error::is_too_large(m) || super::error::is_too_large(&m.replace("%20", " ")));
-    if too_large {
-        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
+    let Some(code) = code.map(tonic::Code::from) else { return response };
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    let corrected = super::error::corrected_code(code, &message);
+    if corrected != code {
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from(corrected as i32));
     }
     response
 }
@@ -84,7 +86,7 @@ pub async fn serve(
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = Server::builder()
-        .layer(tower::util::MapResponseLayer::new(fix_too_large_status))
+        .layer(tower::util::MapResponseLayer::new(correct_status))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

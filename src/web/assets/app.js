@@ -1,1 +1,876 @@
+/*
+ * lookalike moderator page: check a listing image against the catalog, compare it
+ * with what it matched, and browse or prune the catalog. Plain JavaScript, no
+ * dependencies; it talks only to this server's JSON API (see src/web/mod.rs).
+ *
+ * Stable hooks for tests and automation (tests/browser.rs relies on the starred ones):
+ *
+ *   Check a listing (#view-check)
+ * * #file-input                  <input type=file>; choosing a file starts a match
+ *   #drop                        drop zone (an image dropped anywhere on the view counts;
+ *                                Ctrl+V pastes one)
+ *   #choose                      button that opens the file picker
+ *   #brand-filter #label-filter #k #nearest   match options (a change re-runs the match)
+ * * #query-image                 the listing image, shown from the local file
+ * * #result[data-state]          idle | loading | done | error
+ *   #status                      live status line
+ * * #error[data-status][data-code]   the API's (or the network's) error; hidden when none
+ * * #verdict[data-verdict]       KNOWN_FAKE | BRAND_PHOTO_REUSED | REVIEW | NO_MATCH | LOW_QUALITY
+ *   #quality[data-quality]       PDQ quality 0-100 of the listing image
+ * * #matches .match-card         one button per match, best first, with data-id,
+ *                                data-external-id, data-brand, data-label, data-distance,
+ *                                data-orientation, data-closeness
+ * *   .match-thumb (img)  .match-label  .match-distance  .match-reading  * .match-view
+ * * #compare                     <dialog>, [open] while shown; * #compare-query and
+ *                                * #compare-stored (img), #compare-close, #compare-align,
+ *                                #compare-entry, #compare-facts
+ *
+ *   Catalog (#view-catalog, reached with #nav-catalog or the URL #/catalog)
+ *   #brands tr.brand-row[data-brand]; button.count[data-brand][data-label]
+ *                                (data-label "" = every label)
+ *   #entries-panel[data-state]   idle | loading | done | error
+ *   #entries .entry-card[data-id][data-label]; #pager-prev #pager-next #pager-info
+ *   #entry-dialog                one entry: #entry-thumb #entry-facts #entry-delete
+ *                                #entry-error[data-status]
+ *   #confirm-dialog              #confirm-ok #confirm-cancel
+ *   #catalog-error[data-status], #catalog-summary, #toast
+ *
+ * URLs: #/check, #/catalog?brand=B&label=authentic|known_fake&offset=N
+ */
+(() => {
+  'use strict';
 
+  // ---------- small helpers ----------
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+
+  /** Build an element: h('a', {href, class, dataset, onclick}, child...). Text is never parsed as HTML. */
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value == null || value === false) continue;
+      if (key === 'class') el.className = value;
+      else if (key === 'dataset') {
+        for (const [k, v] of Object.entries(value)) if (v != null) el.dataset[k] = String(v);
+      } else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, value === true ? '' : String(value));
+    }
+    append(el, children);
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children.flat()) {
+      if (child == null || child === false) continue;
+      el.append(child instanceof Node ? child : String(child));
+    }
+    return el;
+  }
+
+  function icon(name, extra) {
+    const svg = document.createElementNS(SVG_NS, 'svg');
+    svg.setAttribute('class', extra ? `icon ${extra}` : 'icon');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    const use = document.createElementNS(SVG_NS, 'use');
+    use.setAttribute('href', `#i-${name}`);
+    svg.append(use);
+    return svg;
+  }
+
+  function setIcon(svg, name) {
+    svg.querySelector('use').setAttribute('href', `#i-${name}`);
+  }
+
+  function formatBytes(n) {
+    if (n < 1024) return `${n} bytes`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  function formatMs(ms) {
+    if (ms < 1) return `${ms.toFixed(2)} ms`;
+    if (ms < 100) return `${ms.toFixed(1)} ms`;
+    return `${Math.round(ms)} ms`;
+  }
+
+  function formatDate(ms) {
+    if (ms == null) return '—';
+    return new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  }
+
+  const plural = (n, one, many) => `${n.toLocaleString()} ${n === 1 ? one : many}`;
+
+  /** A key/value row for a <dl class="kv">. */
+  function kv(term, ...value) {
+    return h('div', { class: 'kv-row' }, h('dt', {}, term), h('dd', {}, ...value));
+  }
+
+  // ---------- labels, verdicts, readings ----------
+
+  const LABELS = {
+    authentic: { text: 'Authentic', icon: 'authentic', long: 'Authentic brand photo' },
+    known_fake: { text: 'Known fake', icon: 'fake', long: 'Photo of a known counterfeit' },
+  };
+
+  function labelBadge(label) {
+    const info = LABELS[label] || { text: label, icon: 'image' };
+    return h('span', { class: `badge badge-${label} match-label`, dataset: { label } }, icon(info.icon), info.text);
+  }
+
+  const VERDICTS = {
+    KNOWN_FAKE: {
+      cls: 'v-known-fake', icon: 'known-fake', title: 'Known counterfeit',
+      detail: (r, top) => top
+        ? `This image matches a registered photo of a counterfeit: ${top.brand} / ${top.external_id} (${top.reading}).`
+        : 'This image matches a registered photo of a counterfeit.',
+    },
+    BRAND_PHOTO_REUSED: {
+      cls: 'v-reused', icon: 'reused', title: 'Brand photo reused',
+      detail: (r, top) => top
+        ? `This listing uses a copy of ${top.brand}'s own photo "${top.external_id}" — ${top.reading}, ${top.view}. Sellers of fakes often reuse official photos.`
+        : "This listing uses a copy of a brand's own photo.",
+    },
+    REVIEW: {
+      cls: 'v-review', icon: 'review', title: 'Needs review',
+      detail: () => 'Something in the catalog looks similar, but not close enough to decide automatically. Compare the photos below and decide.',
+    },
+    NO_MATCH: {
+      cls: 'v-no-match', icon: 'no-match', title: 'No match',
+      detail: (r) => `Nothing in the catalog is within the review distance (${r.thresholds.review} bits) of this image.`,
+    },
+    LOW_QUALITY: {
+      cls: 'v-low-quality', icon: 'low-quality', title: 'Too plain to judge',
+      detail: (r) => `The image has too little detail for a reliable fingerprint (quality ${r.quality} of 100, minimum ${r.thresholds.min_quality}). No verdict: check it by eye.`,
+    },
+  };
+
+  /** How to turn the listing so that it lines up with the stored photo, by the API's
+   *  `orientation` (the turn its fingerprint needed): rotate clockwise by `rot` degrees
+   *  after mirroring left-right if `flip`. */
+  const ALIGN = {
+    original: null,
+    rotate90: { rot: 270, flip: false },
+    rotate180: { rot: 180, flip: false },
+    rotate270: { rot: 90, flip: false },
+    flip_y: { rot: 0, flip: true },
+    flip_x: { rot: 180, flip: true },
+    transpose: { rot: 270, flip: true },
+    transverse: { rot: 90, flip: true },
+  };
+
+  /** A small bar: where `distance` falls against the near-identical, flag and review limits. */
+  function distanceMeter(distance, t) {
+    const max = Math.max(64, t.review + 8);
+    const pct = (v) => `${Math.min(100, (v / max) * 100).toFixed(1)}%`;
+    const meter = h('span', {
+      class: 'meter',
+      'aria-hidden': 'true',
+      title: `${distance} bits. 0–${t.near_identical}: near-identical · up to ${t.flag}: likely edited copy · up to ${t.review}: weak — review`,
+    },
+      h('span', { class: 'meter-zone zone-near', style: `width:${pct(t.near_identical)}` }),
+      h('span', { class: 'meter-zone zone-flag', style: `left:${pct(t.near_identical)};width:${pct(t.flag - t.near_identical)}` }),
+      h('span', { class: 'meter-zone zone-review', style: `left:${pct(t.flag)};width:${pct(t.review - t.flag)}` }),
+      h('span', { class: 'meter-mark', style: `left:${pct(Math.min(distance, max))}` }));
+    return meter;
+  }
+
+  // ---------- API ----------
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  /** fetch + JSON; non-2xx answers become ApiError (status 0: no answer at all). */
+  async function api(method, url, { body, signal, headers } = {}) {
+    let res;
+    try {
+      res = await fetch(url, { method, body, signal, headers, cache: 'no-store' });
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      throw new ApiError(0, 'NETWORK', 'No answer from the lookalike server.');
+    }
+    let text;
+    try {
+      text = await res.text();
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      throw new ApiError(0, 'NETWORK', 'The connection broke while reading the answer.');
+    }
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null; // not JSON: the text itself is the message
+    }
+    if (!res.ok) {
+      const message = (data && data.error) || text.trim() || res.statusText || 'No details given.';
+      const code = (data && data.code) || `HTTP_${res.status}`;
+      throw new ApiError(res.status, code, message);
+    }
+    if (data === null || typeof data !== 'object') {
+      throw new ApiError(res.status, 'BAD_RESPONSE', 'The server answered with something that is not JSON.');
+    }
+    return data;
+  }
+
+  /** Title and advice for an error, in words; `action` names what was being done. */
+  function explain(err, action, notFound) {
+    switch (err.status) {
+      case 0: return { title: 'Cannot reach the server', hint: 'Check that `lookalike serve` is still running, then try again.', retry: true };
+      case 400: return { title: `${action}: the server refused the request`, hint: 'See the reason below.' };
+      case 401:
+      case 403: return { title: `${action} needs permission`, hint: 'Your account is not allowed to do this. Ask whoever runs lookalike for access.', lock: true };
+      case 404: return { title: notFound || 'Not found', hint: 'It may have been deleted meanwhile.' };
+      case 413: return { title: 'The image is too large', hint: 'The server refuses uploads over its size limit. Use a smaller copy of the image.' };
+      case 429: return { title: 'The server is busy', hint: 'Too many images are being checked at once. Wait a moment and try again.', retry: true };
+      case 504: return { title: 'The server took too long', hint: 'Try again in a moment.', retry: true };
+      default:
+        if (err.status >= 500) return { title: `${action}: server error`, hint: 'Try again; if it keeps happening, tell whoever runs lookalike.', retry: true };
+        return { title: `${action} failed`, hint: '' };
+    }
+  }
+
+  /** Fill an alert box with an error. */
+  function showError(box, err, action, { onRetry, notFound, override } = {}) {
+    const info = { ...explain(err, action, notFound), ...((override && override[err.status]) || {}) };
+    box.replaceChildren(
+      icon(info.lock ? 'lock' : 'error', 'alert-icon'),
+      h('div', { class: 'alert-body' },
+        h('p', { class: 'alert-title' }, info.title),
+        h('p', { class: 'alert-message' }, err.message),
+        h('p', { class: 'alert-meta' },
+          info.hint ? h('span', {}, info.hint, ' ') : null,
+          h('code', {}, err.status ? `HTTP ${err.status} · ${err.code}` : err.code)),
+        info.retry && onRetry
+          ? h('button', { type: 'button', class: 'btn btn-small', onclick: onRetry }, icon('retry'), 'Try again')
+          : null));
+    box.dataset.status = String(err.status);
+    box.dataset.code = err.code;
+    box.hidden = false;
+  }
+
+  function clearError(box) {
+    box.hidden = true;
+    box.replaceChildren();
+    delete box.dataset.status;
+    delete box.dataset.code;
+  }
+
+  // ---------- toast ----------
+
+  let toastTimer = 0;
+  function toast(message) {
+    const el = $('#toast');
+    el.textContent = message;
+    el.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
+  }
+
+  // ---------- views and URLs ----------
+
+  const views = { check: $('#view-check'), catalog: $('#view-catalog') };
+  const navs = { check: $('#nav-check'), catalog: $('#nav-catalog') };
+  let currentView = '';
+
+  function parseHash() {
+    const raw = location.hash.replace(/^#\/?/, '');
+    const [path, query = ''] = raw.split('?');
+    const view = path.split('/')[0];
+    return { view: view === 'catalog' ? 'catalog' : 'check', params: new URLSearchParams(query) };
+  }
+
+  function showView(name, focus) {
+    for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
+    for (const [key, el] of Object.entries(navs)) {
+      if (key === name) el.setAttribute('aria-current', 'page');
+      else el.removeAttribute('aria-current');
+    }
+    document.title = name === 'catalog' ? 'Catalog — lookalike' : 'Check a listing — lookalike';
+    if (focus && currentView && currentView !== name) $(name === 'catalog' ? '#catalog-title' : '#check-title').focus();
+    currentView = name;
+  }
+
+  function route() {
+    const { view, params } = parseHash();
+    showView(view, true);
+    if (view === 'catalog') {
+      const label = params.get('label') || '';
+      catalog.brand = params.get('brand') || '';
+      catalog.label = label in LABELS ? label : '';
+      catalog.offset = Math.max(0, parseInt(params.get('offset') || '0', 10) || 0);
+      loadBrands();
+      loadEntries();
+    }
+  }
+
+  function goCatalog(brand, label, offset) {
+    const p = new URLSearchParams();
+    if (brand) p.set('brand', brand);
+    if (label) p.set('label', label);
+    if (offset) p.set('offset', String(offset));
+    const hash = `#/catalog${p.toString() ? `?${p}` : ''}`;
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  }
+
+  // ---------- check a listing ----------
+
+  const check = {
+    file: null,
+    fileUrl: '',
+    alignedUrl: '',
+    result: null,
+    controller: null,
+    seq: 0,
+  };
+
+  const resultEl = $('#result');
+
+  function setResultState(state) {
+    resultEl.dataset.state = state;
+    resultEl.setAttribute('aria-busy', String(state === 'loading'));
+  }
+
+  function status(text) {
+    $('#status').textContent = text;
+  }
+
+  function fileLabel(file) {
+    return file.name && file.name !== 'image.png' ? file.name : 'Pasted image';
+  }
+
+  /** Take a new listing image (chosen, dropped or pasted) and match it. */
+  function useFile(file) {
+    if (!file) return;
+    if (currentView !== 'check') location.hash = '#/check';
+    if (check.fileUrl) URL.revokeObjectURL(check.fileUrl);
+    check.file = file;
+    check.fileUrl = URL.createObjectURL(file);
+    const img = $('#query-image');
+    $('#query-noprev').hidden = true;
+    img.hidden = false;
+    img.src = check.fileUrl;
+    $('#query-name').textContent = fileLabel(file);
+    $('#query-size').textContent = formatBytes(file.size);
+    $('#query').hidden = false;
+    runMatch();
+  }
+
+  $('#query-image').addEventListener('load', (e) => {
+    const img = e.target;
+    if (check.file) $('#query-size').textContent = `${img.naturalWidth} × ${img.naturalHeight} px · ${formatBytes(check.file.size)}`;
+  });
+  $('#query-image').addEventListener('error', (e) => {
+    if (!check.fileUrl) return;
+    e.target.hidden = true;
+    $('#query-noprev').hidden = false;
+  });
+
+  function matchParams() {
+    const p = new URLSearchParams({ k: $('#k').value });
+    const brand = $('#brand-filter').value.trim();
+    const label = $('#label-filter').value;
+    if (brand) p.set('brand', brand);
+    if (label) p.set('label', label);
+    if ($('#nearest').checked) p.set('nearest', 'true');
+    return p;
+  }
+
+  async function runMatch() {
+    if (!check.file) return;
+    if (check.controller) check.controller.abort();
+    const controller = new AbortController();
+    check.controller = controller;
+    const seq = ++check.seq;
+    const file = check.file;
+
+    clearError($('#error'));
+    $('#intro').hidden = true;
+    $('#verdict').hidden = true;
+    $('#facts').hidden = true;
+    $('#tech').hidden = true;
+    $('#matches-section').hidden = true;
+    $('#matches').replaceChildren();
+    setResultState('loading');
+    status(`Checking ${fileLabel(file)}…`);
+
+    const started = performance.now();
+    try {
+      const data = await api('POST', `/api/match?${matchParams()}`, {
+        body: file,
+        signal: controller.signal,
+        headers: { 'Content-Type': file.type || 'application/octet-stream' },
+      });
+      if (seq !== check.seq) return;
+      check.result = data;
+      renderResult(data, performance.now() - started);
+      setResultState('done');
+      status(`Checked ${fileLabel(file)}: ${VERDICTS[data.verdict] ? VERDICTS[data.verdict].title : data.verdict}.`);
+    } catch (err) {
+      if (err.name === 'AbortError' || seq !== check.seq) return;
+      check.result = null;
+      showError($('#error'), err, 'Checking the image', {
+        onRetry: runMatch,
+        override: {
+          400: /^image\b/i.test(err.message)
+            ? { title: 'The server could not read this image', hint: 'It reads JPEG, PNG, WebP, GIF, BMP and TIFF files.' }
+            : { title: 'The server refused these match options', hint: 'Check the options on the left.' },
+        },
+      });
+      setResultState('error');
+      status(`Could not check ${fileLabel(file)}.`);
+    }
+  }
+
+  function renderResult(r, roundTripMs) {
+    const info = VERDICTS[r.verdict] || { cls: 'v-review', icon: 'review', title: r.verdict, detail: () => '' };
+    const top = r.matches[0];
+    const verdict = $('#verdict');
+    verdict.className = `verdict ${info.cls}`;
+    verdict.dataset.verdict = r.verdict;
+    setIcon($('.verdict-icon', verdict), info.icon);
+    $('#verdict-title').textContent = info.title;
+    $('#verdict-detail').textContent = info.detail(r, top);
+    $('#verdict-code').textContent = r.verdict;
+    verdict.hidden = false;
+
+    const t = r.thresholds;
+    const good = r.quality >= t.min_quality;
+    const quality = $('#quality');
+    quality.dataset.quality = String(r.quality);
+    quality.classList.toggle('is-low', !good);
+    $('#quality-value').textContent = `${r.quality} / 100 — ${good ? 'good' : `too low (minimum ${t.min_quality})`}`;
+    $('#quality-bar').firstElementChild.style.width = `${Math.max(0, Math.min(100, r.quality))}%`;
+    $('#match-count').textContent = r.matches.length ? plural(r.matches.length, 'photo', 'photos') : 'none';
+    $('#timing').textContent = formatMs(roundTripMs);
+    $('#timing').title = `fingerprint ${formatMs(r.hash_ms)}, search ${formatMs(r.search_ms)}, the rest is transfer`;
+    $('#facts').hidden = false;
+
+    const list = $('#matches');
+    list.replaceChildren(...r.matches.map((m, i) => matchCard(m, i, t)));
+    const none = $('#no-matches');
+    if (r.matches.length) {
+      none.hidden = true;
+    } else {
+      none.textContent = r.verdict === 'LOW_QUALITY'
+        ? 'No matches: the fingerprint is not reliable enough to search with.'
+        : `No catalog photo is within ${t.review} bits${$('#nearest').checked ? '' : ' — tick “Also show the nearest photos” to see the closest ones anyway'}.`;
+      none.hidden = false;
+    }
+    $('#matches-section').hidden = false;
+
+    $('#tech-list').replaceChildren(
+      kv('PDQ hash', h('code', { class: 'hash' }, r.pdq)),
+      kv('pHash', h('code', {}, r.phash || '—')),
+      kv('Thresholds', `near-identical ≤ ${t.near_identical}, flag ≤ ${t.flag}, review ≤ ${t.review} bits; minimum quality ${t.min_quality}`),
+      kv('Server time', `fingerprint ${formatMs(r.hash_ms)}, search ${formatMs(r.search_ms)}`));
+    $('#tech').hidden = false;
+  }
+
+  function matchCard(m, i, t) {
+    const thumb = h('img', {
+      class: 'match-thumb',
+      src: m.thumbnail,
+      alt: '',
+      decoding: 'async',
+      onerror: (e) => { e.target.closest('.thumb-frame').classList.add('is-missing'); },
+    });
+    const card = h('button', {
+      type: 'button',
+      class: `match-card closeness-${m.closeness}`,
+      dataset: {
+        id: m.id, externalId: m.external_id, brand: m.brand, label: m.label,
+        distance: m.distance, orientation: m.orientation, closeness: m.closeness,
+      },
+      'aria-label': `Compare with ${m.brand} / ${m.external_id}: ${LABELS[m.label] ? LABELS[m.label].text : m.label}, distance ${m.distance}, ${m.reading}, ${m.view}`,
+      onclick: () => openCompare(m),
+    },
+    h('span', { class: 'thumb-frame' }, thumb, h('span', { class: 'thumb-missing' }, icon('image'), 'No thumbnail'),
+      h('span', { class: 'match-rank' }, `${i + 1}`)),
+    h('span', { class: 'match-body' },
+      h('span', { class: 'match-top' }, labelBadge(m.label),
+        h('span', { class: 'match-distance', title: `${m.distance} of 256 bits differ` }, h('strong', {}, String(m.distance)), ' bits')),
+      h('span', { class: 'match-name' }, h('span', { class: 'match-brand' }, m.brand), h('span', { class: 'sep' }, ' / '),
+        h('span', { class: 'match-ext' }, m.external_id)),
+      distanceMeter(m.distance, t),
+      h('span', { class: `match-reading reading-${m.closeness}` }, m.reading),
+      h('span', { class: 'match-view' }, icon('view'), m.view)));
+    return h('li', {}, card);
+  }
+
+  // ---------- comparison dialog ----------
+
+  const compare = { match: null, aligned: false };
+
+  function openCompare(m) {
+    compare.match = m;
+    compare.aligned = false;
+    const dlg = $('#compare');
+    $('#compare-title').textContent = `Listing vs. ${m.brand} / ${m.external_id}`;
+    $('#compare-sub').replaceChildren(`${m.distance} of 256 bits differ — ${m.reading}; the listing is ${m.view === 'same orientation' ? 'in the same orientation' : m.view}.`);
+    const q = $('#compare-query');
+    q.src = check.fileUrl;
+    q.style.transform = '';
+    $('#compare-stored').src = m.thumbnail;
+    const align = $('#compare-align');
+    align.hidden = !ALIGN[m.orientation];
+    setAligned(false);
+
+    $('#compare-facts').replaceChildren(
+      kv('Distance', h('strong', {}, `${m.distance}`), ` of 256 bits — ${m.reading}`),
+      kv('How the listing relates', m.view),
+      kv('Label', labelBadge(m.label)),
+      kv('Brand', m.brand),
+      kv('External id', h('code', {}, m.external_id)),
+      kv('Note', m.note || h('span', { class: 'muted' }, 'none')),
+      kv('Source', m.source ? h('code', { class: 'wrap' }, m.source) : h('span', { class: 'muted' }, 'unknown')),
+      kv('Entry', h('code', {}, `#${m.id}`)));
+    if (!dlg.open) dlg.showModal();
+    $('#compare-close').focus();
+  }
+
+  function setAligned(on) {
+    compare.aligned = on;
+    const m = compare.match;
+    const q = $('#compare-query');
+    const align = $('#compare-align');
+    align.setAttribute('aria-pressed', String(on));
+    align.textContent = on ? 'Show as uploaded' : 'Line up with catalog photo';
+    if (check.alignedUrl) {
+      URL.revokeObjectURL(check.alignedUrl);
+      check.alignedUrl = '';
+    }
+    $('#compare-query-note').textContent = on ? `— turned back to line up (as uploaded it is ${m.view})` : '— as uploaded';
+    if (!on || !ALIGN[m.orientation]) {
+      q.src = check.fileUrl;
+      return;
+    }
+    // Draw the listing turned back on a canvas, so that rotated images keep their box.
+    const source = $('#query-image');
+    const { rot, flip } = ALIGN[m.orientation];
+    const w = source.naturalWidth;
+    const ht = source.naturalHeight;
+    if (!w || !ht) return;
+    const canvas = document.createElement('canvas');
+    const swap = rot % 180 !== 0;
+    canvas.width = swap ? ht : w;
+    canvas.height = swap ? w : ht;
+    const ctx = canvas.getContext('2d');
+    ctx.translate(canvas.width / 2, canvas.height / 2);
+    ctx.rotate((rot * Math.PI) / 180);
+    if (flip) ctx.scale(-1, 1);
+    ctx.drawImage(source, -w / 2, -ht / 2);
+    canvas.toBlob((blob) => {
+      if (!blob || !compare.aligned || compare.match !== m) return;
+      check.alignedUrl = URL.createObjectURL(blob);
+      q.src = check.alignedUrl;
+    });
+  }
+
+  $('#compare-align').addEventListener('click', () => setAligned(!compare.aligned));
+  $('#compare-close').addEventListener('click', () => $('#compare').close());
+  $('#compare-done').addEventListener('click', () => $('#compare').close());
+  $('#compare-entry').addEventListener('click', () => {
+    const id = compare.match && compare.match.id;
+    $('#compare').close();
+    if (id != null) openEntry(id);
+  });
+
+  // Clicking the dimmed backdrop closes a dialog too (the dialog element itself is the target).
+  for (const dlg of document.querySelectorAll('dialog.dialog')) {
+    dlg.addEventListener('click', (e) => {
+      if (e.target !== dlg) return;
+      const r = dlg.getBoundingClientRect();
+      const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
+      if (!inside) dlg.close();
+    });
+  }
+
+  // ---------- choosing, dropping and pasting ----------
+
+  const fileInput = $('#file-input');
+  $('#choose').addEventListener('click', () => fileInput.click());
+  fileInput.addEventListener('change', () => {
+    const file = fileInput.files && fileInput.files[0];
+    if (file) useFile(file);
+    fileInput.value = ''; // choosing the same file again still counts
+  });
+
+  function pickImage(files) {
+    const list = Array.from(files || []);
+    return list.find((f) => f.type.startsWith('image/')) || list[0] || null;
+  }
+
+  const drop = $('#drop');
+  let dragDepth = 0;
+  const dragHasFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes('Files');
+
+  window.addEventListener('dragenter', (e) => {
+    if (!e.dataTransfer) return;
+    dragDepth += 1;
+    drop.classList.add('is-dragging');
+  });
+  window.addEventListener('dragleave', () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) drop.classList.remove('is-dragging');
+  });
+  window.addEventListener('dragover', (e) => {
+    if (!e.dataTransfer) return;
+    e.preventDefault(); // allow dropping anywhere, instead of the browser opening the file
+    e.dataTransfer.dropEffect = 'copy';
+  });
+  window.addEventListener('drop', (e) => {
+    if (!e.dataTransfer) return;
+    e.preventDefault();
+    dragDepth = 0;
+    drop.classList.remove('is-dragging');
+    const file = dragHasFiles(e) ? pickImage(e.dataTransfer.files) : null;
+    if (file) {
+      if (e.dataTransfer.files.length > 1) toast(`Checking one file at a time: ${fileLabel(file)}.`);
+      useFile(file);
+    } else {
+      toast('Drop the image file itself. For an image on a web page, save it first — or copy it and paste it here.');
+    }
+  });
+
+  const isTextField = (el) => el && (el.isContentEditable || (el.matches && el.matches('input:not([type=checkbox]):not([type=file]), textarea, select')));
+
+  document.addEventListener('paste', (e) => {
+    const items = Array.from((e.clipboardData && e.clipboardData.items) || []);
+    const item = items.find((i) => i.kind === 'file' && i.type.startsWith('image/'));
+    if (!item) {
+      if (!isTextField(e.target)) toast('The clipboard holds no image. Copy an image (not its address), then paste.');
+      return;
+    }
+    const file = item.getAsFile();
+    if (!file) return;
+    e.preventDefault();
+    useFile(file);
+  });
+
+  for (const id of ['#label-filter', '#k', '#nearest']) $(id).addEventListener('change', () => runMatch());
+  $('#brand-filter').addEventListener('change', () => runMatch());
+  $('#filters').addEventListener('submit', (e) => {
+    e.preventDefault();
+    runMatch();
+  });
+
+  // ---------- catalog ----------
+
+  const catalog = { brands: null, brand: '', label: '', offset: 0, limit: 24, seq: 0, brandsSeq: 0 };
+
+  function updateSummary(data) {
+    const brands = data.brands.length;
+    $('#catalog-summary').textContent = `${plural(data.live, 'photo', 'photos')} · ${plural(brands, 'brand', 'brands')}`;
+    $('#catalog-totals').textContent = `${plural(data.live, 'live photo', 'live photos')} from ${plural(brands, 'brand', 'brands')}${data.deleted ? `, ${plural(data.deleted, 'deleted', 'deleted')}` : ''}`;
+    $('#brand-options').replaceChildren(...data.brands.map((b) => h('option', { value: b.brand })));
+  }
+
+  async function loadBrands() {
+    const seq = ++catalog.brandsSeq;
+    try {
+      const data = await api('GET', '/api/brands');
+      if (seq !== catalog.brandsSeq) return;
+      catalog.brands = data;
+      updateSummary(data);
+      renderBrands();
+      clearError($('#catalog-error'));
+    } catch (err) {
+      if (seq !== catalog.brandsSeq) return;
+      $('#catalog-summary').textContent = 'Catalog unavailable';
+      if (currentView === 'catalog') showError($('#catalog-error'), err, 'Reading the catalog', { onRetry: route });
+    }
+  }
+
+  function renderBrands() {
+    const data = catalog.brands;
+    if (!data) return;
+    const filter = $('#brand-search').value.trim().toLowerCase();
+    const rows = data.brands
+      .filter((b) => !filter || b.brand.toLowerCase().includes(filter))
+      .map((b) => {
+        const count = (label, n, text) => h('button', {
+          type: 'button',
+          class: `count${n ? '' : ' is-zero'}${catalog.brand === b.brand && catalog.label === label ? ' is-current' : ''}`,
+          dataset: { brand: b.brand, label },
+          'aria-label': `${b.brand}: ${plural(n, text, `${text}s`)}`,
+          onclick: () => goCatalog(b.brand, label, 0),
+        }, n.toLocaleString());
+        const total = (b.authentic || 0) + (b.known_fake || 0);
+        return h('tr', { class: `brand-row${catalog.brand === b.brand ? ' is-current' : ''}`, dataset: { brand: b.brand } },
+          h('th', { scope: 'row' }, h('button', {
+            type: 'button', class: 'brand-link', dataset: { brand: b.brand, label: '' },
+            'aria-label': `${b.brand}: all ${plural(total, 'photo', 'photos')}`,
+            onclick: () => goCatalog(b.brand, '', 0),
+          }, b.brand)),
+          h('td', { class: 'num' }, count('authentic', b.authentic || 0, 'authentic photo')),
+          h('td', { class: 'num' }, count('known_fake', b.known_fake || 0, 'known fake')));
+      });
+    $('#brands tbody').replaceChildren(...rows);
+    $('#brands-empty').hidden = data.brands.length > 0;
+  }
+
+  $('#brand-search').addEventListener('input', renderBrands);
+
+  for (const btn of document.querySelectorAll('#label-tabs button')) {
+    btn.addEventListener('click', () => goCatalog(catalog.brand, btn.dataset.label, 0));
+  }
+
+  async function loadEntries() {
+    const seq = ++catalog.seq;
+    const panel = $('#entries-panel');
+    panel.dataset.state = 'loading';
+    const who = catalog.brand || 'All brands';
+    const what = catalog.label ? `${LABELS[catalog.label].text} photos` : 'all photos';
+    $('#entries-title').textContent = `${who} · ${what}`;
+    for (const btn of document.querySelectorAll('#label-tabs button')) {
+      btn.setAttribute('aria-pressed', String(btn.dataset.label === catalog.label));
+    }
+    const p = new URLSearchParams({ offset: String(catalog.offset), limit: String(catalog.limit) });
+    if (catalog.brand) p.set('brand', catalog.brand);
+    if (catalog.label) p.set('label', catalog.label);
+    try {
+      const data = await api('GET', `/api/entries?${p}`);
+      if (seq !== catalog.seq) return;
+      if (!data.entries.length && data.total > 0 && catalog.offset > 0) {
+        // Past the end (entries were deleted): go to the last page.
+        const last = Math.floor((data.total - 1) / catalog.limit) * catalog.limit;
+        goCatalog(catalog.brand, catalog.label, last);
+        return;
+      }
+      renderEntries(data);
+      clearError($('#catalog-error'));
+      panel.dataset.state = 'done';
+    } catch (err) {
+      if (seq !== catalog.seq) return;
+      $('#entries').replaceChildren();
+      showError($('#catalog-error'), err, 'Listing catalog photos', { onRetry: loadEntries });
+      panel.dataset.state = 'error';
+    }
+    renderBrands();
+  }
+
+  function renderEntries(data) {
+    const cards = data.entries.map((e) => h('li', {},
+      h('button', {
+        type: 'button',
+        class: 'entry-card',
+        dataset: { id: e.id, label: e.label, externalId: e.external_id },
+        'aria-label': `${e.brand} / ${e.external_id}, ${LABELS[e.label] ? LABELS[e.label].text : e.label}`,
+        onclick: () => openEntry(e.id),
+      },
+      h('span', { class: 'thumb-frame' },
+        h('img', {
+          class: 'entry-thumb', src: e.thumbnail, alt: '', loading: 'lazy', decoding: 'async',
+          onerror: (ev) => { ev.target.closest('.thumb-frame').classList.add('is-missing'); },
+        }),
+        h('span', { class: 'thumb-missing' }, icon('image'), 'No thumbnail')),
+      h('span', { class: 'entry-meta' },
+        h('span', { class: 'entry-ext', title: e.external_id }, e.external_id),
+        h('span', { class: 'entry-line' }, labelBadge(e.label), catalog.brand ? null : h('span', { class: 'entry-brand' }, e.brand))))));
+    $('#entries').replaceChildren(...cards);
+    $('#entries-empty').hidden = data.entries.length > 0;
+    const from = data.entries.length ? data.offset + 1 : 0;
+    const to = data.offset + data.entries.length;
+    $('#pager-info').textContent = data.total ? `${from.toLocaleString()}–${to.toLocaleString()} of ${data.total.toLocaleString()}` : '';
+    $('#pager-prev').disabled = data.offset === 0;
+    $('#pager-next').disabled = to >= data.total;
+    $('#pager').hidden = data.total <= catalog.limit && data.offset === 0;
+  }
+
+  $('#pager-prev').addEventListener('click', () => goCatalog(catalog.brand, catalog.label, Math.max(0, catalog.offset - catalog.limit)));
+  $('#pager-next').addEventListener('click', () => goCatalog(catalog.brand, catalog.label, catalog.offset + catalog.limit));
+
+  // ---------- one entry, and deleting it ----------
+
+  const entryState = { entry: null };
+
+  async function openEntry(id) {
+    let e;
+    try {
+      e = await api('GET', `/api/entries/${encodeURIComponent(id)}`);
+    } catch (err) {
+      const box = currentView === 'catalog' ? $('#catalog-error') : $('#error');
+      showError(box, err, 'Opening the catalog entry', { notFound: `No catalog entry #${id}` });
+      return;
+    }
+    entryState.entry = e;
+    const dlg = $('#entry-dialog');
+    clearError($('#entry-error'));
+    $('#entry-title').textContent = `${e.brand} / ${e.external_id}`;
+    $('#entry-sub').replaceChildren(LABELS[e.label] ? LABELS[e.label].long : e.label,
+      e.deleted_at_ms != null ? h('span', { class: 'badge badge-deleted' }, 'Deleted') : null);
+    const thumb = $('#entry-thumb');
+    thumb.alt = `Thumbnail of ${e.brand} / ${e.external_id}`;
+    thumb.src = e.thumbnail;
+    $('#entry-facts').replaceChildren(
+      kv('Label', labelBadge(e.label)),
+      kv('Brand', e.brand),
+      kv('External id', h('code', {}, e.external_id)),
+      kv('Note', e.note || h('span', { class: 'muted' }, 'none')),
+      kv('Source', e.source ? h('code', { class: 'wrap' }, e.source) : h('span', { class: 'muted' }, 'unknown')),
+      kv('Added', formatDate(e.added_at_ms)),
+      e.deleted_at_ms != null ? kv('Deleted', formatDate(e.deleted_at_ms)) : null,
+      kv('Quality (PDQ)', e.quality == null ? '—' : `${e.quality} / 100`),
+      kv('PDQ hash', h('code', { class: 'hash' }, e.pdq)),
+      kv('Entry', h('code', {}, `#${e.id}`)));
+    const del = $('#entry-delete');
+    del.disabled = e.deleted_at_ms != null;
+    del.title = del.disabled ? 'Already deleted' : '';
+    if (!dlg.open) dlg.showModal();
+    $('#entry-close').focus();
+  }
+
+  /** Ask before something that cannot be undone here; resolves true on confirm. */
+  function confirmAction(title, text, okText) {
+    const dlg = $('#confirm-dialog');
+    $('#confirm-title').textContent = title;
+    $('#confirm-text').textContent = text;
+    $('#confirm-ok').textContent = okText;
+    dlg.returnValue = '';
+    return new Promise((resolve) => {
+      dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+      dlg.showModal();
+      $('#confirm-cancel').focus();
+    });
+  }
+
+  async function deleteEntry() {
+    const e = entryState.entry;
+    if (!e) return;
+    const ok = await confirmAction(
+      `Delete ${e.brand} / ${e.external_id}?`,
+      `Listings will no longer be matched against this ${e.label === 'known_fake' ? 'known fake' : 'authentic photo'}. This cannot be undone from this page.`,
+      'Delete photo');
+    if (!ok) return;
+    const del = $('#entry-delete');
+    del.disabled = true;
+    try {
+      await api('DELETE', `/api/entries/${encodeURIComponent(e.id)}`);
+    } catch (err) {
+      del.disabled = false;
+      showError($('#entry-error'), err, 'Deleting catalog photos', { notFound: 'Already deleted' });
+      return;
+    }
+    $('#entry-dialog').close();
+    toast(`Deleted ${e.brand} / ${e.external_id} from the catalog.`);
+    await Promise.all([loadBrands(), currentView === 'catalog' ? loadEntries() : null]);
+  }
+
+  $('#entry-delete').addEventListener('click', deleteEntry);
+  $('#entry-close').addEventListener('click', () => $('#entry-dialog').close());
+  $('#entry-done').addEventListener('click', () => $('#entry-dialog').close());
+
+  // ---------- start ----------
+
+  window.addEventListener('hashchange', route);
+  route();
+  if (currentView !== 'catalog') loadBrands();
+})();

@@ -1,0 +1,419 @@
+//! The moderator page in a real browser. The real binary indexes a small catalog and
+//! serves it; headless Chromium, driven over CDP by `headless_chrome`, uploads an edited
+//! copy of a catalog photo and the test checks what a moderator sees: the verdict, the
+//! match cards with their thumbnails, the side-by-side comparison, an API error, and the
+//! catalog view down to deleting an entry.
+//!
+//! Needs Debian's `chromium` package (or `CHROME=/path/to/chrome`); without it the test
+//! fails and says so. The screenshot goes to `target/browser-test/moderator.png`;
+//! `LOOKALIKE_UPDATE_SCREENSHOT=1` also copies it to `docs/moderator-page.png`.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use headless_chrome::protocol::cdp::types::Event;
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::{Browser, LaunchOptions, Tab};
+use serde_json::Value;
+
+use common::fixture;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lookalike");
+
+const NO_CHROMIUM: &str = "this test drives the moderator page in headless Chromium: install Debian's \
+     `chromium` package (apt-get install chromium), or set CHROME to a Chrome/Chromium binary";
+
+/// How long the page gets for any one step (a match takes milliseconds).
+const STEP: Duration = Duration::from_secs(15);
+
+/// `lookalike serve`, killed when dropped (also when the test panics).
+struct Server {
+    child: Child,
+    http: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the binary in `dir` to completion; panic with its output if it fails.
+fn lookalike(dir: &Path, args: &[&str]) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .env_remove("LOOKALIKE_SERVER")
+        .env_remove("LOOKALIKE_DATA")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running lookalike");
+    assert!(
+        out.status.success(),
+        "lookalike {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Start `lookalike serve` on free loopback ports and wait for its HTTP address.
+fn serve(dir: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["--data", "data", "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .env_remove("LOOKALIKE_SERVER")
+        .env_remove("LOOKALIKE_DATA")
+        .env("RUST_LOG", "lookalike=info,warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting lookalike serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut server = Server { child, http: String::new() };
+    // Keep draining stderr for the server's whole life, so that it never blocks on a full pipe.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = Vec::new();
+    while server.http.is_empty() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(rest) = line.split("moderator page on http://").nth(1) {
+                    server.http = rest.split('/').next().unwrap_or_default().to_string();
+                }
+                log.push(line);
+            }
+            Err(_) => panic!("lookalike serve did not report its HTTP address; its log:\n{}", log.join("\n")),
+        }
+    }
+    assert!(log.iter().any(|l| l.contains("serving gRPC on ")), "no gRPC address in the log:\n{}", log.join("\n"));
+    server
+}
+
+/// The Chromium binary: $CHROME, `chromium` on PATH, or Debian's /usr/bin/chromium.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHROME").map(PathBuf::from).filter(|p| p.is_file()) {
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("chromium"))
+        .find(|p| p.is_file());
+    on_path.or_else(|| Some(PathBuf::from("/usr/bin/chromium")).filter(|p| p.is_file())).unwrap_or_else(|| {
+        panic!("no Chromium found (looked at $CHROME, `chromium` on PATH and /usr/bin/chromium): {NO_CHROMIUM}")
+    })
+}
+
+fn launch_browser() -> Browser {
+    let path = chromium();
+    let options = LaunchOptions::default_builder()
+        .path(Some(path.clone()))
+        .headless(true)
+        // CI runs as root, where Chromium's sandbox cannot start.
+        .sandbox(false)
+        .window_size(Some((1280, 800)))
+        .idle_browser_timeout(Duration::from_secs(120))
+        .args(vec![
+            OsStr::new("--disable-dev-shm-usage"),
+            OsStr::new("--hide-scrollbars"),
+            OsStr::new("--force-device-scale-factor=1"),
+            OsStr::new("--lang=en-US"),
+            OsStr::new("--no-default-browser-check"),
+            OsStr::new("--disable-extensions"),
+        ])
+        .build()
+        .expect("browser launch options");
+    Browser::new(options)
+        .unwrap_or_else(|e| panic!("Chromium at {} did not start ({e:#}): {NO_CHROMIUM}", path.display()))
+}
+
+/// Evaluate `expr` in the page; it must produce a string (use JSON.stringify for more).
+fn eval_string(tab: &Tab, expr: &str) -> String {
+    let object = tab.evaluate(expr, true).unwrap_or_else(|e| panic!("evaluating {expr}: {e:#}"));
+    match object.value {
+        Some(Value::String(s)) => s,
+        other => panic!("{expr} gave {other:?} ({:?}), not a string", object.description),
+    }
+}
+
+fn eval_json(tab: &Tab, expr: &str) -> Value {
+    let text = eval_string(tab, &format!("JSON.stringify({expr})"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{expr} gave {text:?}: {e}"))
+}
+
+/// Poll until `expr` is truthy in the page.
+fn wait_for(tab: &Tab, expr: &str, what: &str) {
+    let started = Instant::now();
+    loop {
+        if eval_json(tab, &format!("!!({expr})")) == Value::Bool(true) {
+            return;
+        }
+        if started.elapsed() > STEP {
+            let state = eval_json(
+                tab,
+                "({result: document.querySelector('#result')?.dataset.state, status: document.querySelector('#status')?.textContent, \
+                  error: document.querySelector('#error')?.innerText, url: location.href})",
+            );
+            panic!("timed out waiting for {what} ({expr}); page state: {state}");
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+fn click(tab: &Tab, selector: &str) {
+    tab.wait_for_element(selector)
+        .unwrap_or_else(|e| panic!("no {selector}: {e:#}"))
+        .click()
+        .unwrap_or_else(|e| panic!("clicking {selector}: {e:#}"));
+}
+
+fn upload(tab: &Tab, file: &Path) {
+    let path = file.to_str().expect("UTF-8 temp path");
+    tab.wait_for_element("#file-input")
+        .expect("the page has #file-input")
+        .set_input_files(&[path])
+        .unwrap_or_else(|e| panic!("DOM.setFileInputFiles: {e:#}"));
+}
+
+fn screenshot(tab: &Tab, path: &Path) {
+    // Let any image still decoding land first.
+    wait_for(tab, "[...document.images].every(i => i.complete)", "images to finish loading");
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap_or_else(|e| panic!("screenshot: {e:#}"));
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    std::fs::write(path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn target_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => manifest.join(dir), // an absolute CARGO_TARGET_DIR replaces the base
+        None => manifest.join("target"),
+    }
+}
+
+/// A small catalog in `dir/data`: four authentic acme photos and one known fake. Sources
+/// are recorded relative to `dir`, so no temp path shows on the page.
+fn build_catalog(dir: &Path) {
+    let authentic = dir.join("catalog");
+    let fakes = dir.join("fakes");
+    std::fs::create_dir_all(&authentic).unwrap();
+    std::fs::create_dir_all(&fakes).unwrap();
+    for name in ["astronaut.jpg", "coffee.jpg", "chelsea.png", "camera_gray.png"] {
+        std::fs::copy(fixture(name), authentic.join(name)).unwrap();
+    }
+    std::fs::copy(fixture("hubble_deep_field_blur.jpg"), fakes.join("hubble_deep_field_blur.jpg")).unwrap();
+    lookalike(dir, &["--data", "data", "index", "catalog", "--brand", "acme", "--label", "authentic", "--quiet"]);
+    lookalike(
+        dir,
+        &[
+            "--data",
+            "data",
+            "index",
+            "fakes/hubble_deep_field_blur.jpg",
+            "--brand",
+            "acme",
+            "--label",
+            "known-fake",
+            "--quiet",
+        ],
+    );
+}
+
+#[test]
+fn moderator_page_in_headless_chromium() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    build_catalog(tmp.path());
+
+    // The listing: astronaut.jpg mirrored left to right and re-encoded as JPEG q70.
+    let listing = tmp.path().join("listing-astronaut-mirrored.jpg");
+    let photo = image::open(fixture("astronaut.jpg")).unwrap().to_rgb8();
+    std::fs::write(&listing, common::jpeg(&image::imageops::flip_horizontal(&photo), 70)).unwrap();
+    let not_an_image = tmp.path().join("notes.txt");
+    std::fs::write(&not_an_image, "this is not an image\n").unwrap();
+
+    let server = serve(tmp.path());
+    let browser = launch_browser();
+    let tab = browser.new_tab().expect("a browser tab");
+    tab.set_default_timeout(STEP);
+
+    // Every uncaught exception in the page fails the test at the end.
+    let exceptions = Arc::new(Mutex::new(Vec::<String>::new()));
+    tab.enable_runtime().expect("Runtime.enable");
+    let sink = exceptions.clone();
+    tab.add_event_listener(Arc::new(move |event: &Event| {
+        if let Event::RuntimeExceptionThrown(e) = event {
+            let d = &e.params.exception_details;
+            let what = d.exception.as_ref().and_then(|x| x.description.clone()).unwrap_or_else(|| d.text.clone());
+            sink.lock().unwrap().push(format!("{what} (line {}, column {})", d.line_number, d.column_number));
+        }
+    }))
+    .expect("listening for page exceptions");
+
+    let url = format!("http://{}/", server.http);
+    tab.navigate_to(&url).and_then(|t| t.wait_until_navigated()).unwrap_or_else(|e| panic!("opening {url}: {e:#}"));
+    wait_for(&tab, "document.readyState === 'complete' && document.querySelector('#drop')", "the page");
+    // The catalog summary in the header comes from /api/brands.
+    wait_for(&tab, "/5 photos/.test(document.querySelector('#catalog-summary').textContent)", "the summary");
+
+    // --- upload the edited copy through the file input ---
+    let upload_started = Instant::now();
+    upload(&tab, &listing);
+    wait_for(&tab, "['done', 'error'].includes(document.querySelector('#result').dataset.state)", "the match");
+    let shown_in = upload_started.elapsed();
+    let result = eval_json(
+        &tab,
+        "(() => {
+            const v = document.querySelector('#verdict');
+            const q = document.querySelector('#query-image');
+            return {
+                state: document.querySelector('#result').dataset.state,
+                error: document.querySelector('#error').innerText,
+                verdict: v.dataset.verdict, verdictHidden: v.hidden, verdictText: v.innerText,
+                query: {src: q.src, width: q.naturalWidth, hidden: document.querySelector('#query').hidden},
+                cards: [...document.querySelectorAll('#matches .match-card')].map(c => ({
+                    id: c.dataset.id, external: c.dataset.externalId, label: c.dataset.label,
+                    distance: Number(c.dataset.distance), text: c.innerText,
+                    view: c.querySelector('.match-view').textContent,
+                    reading: c.querySelector('.match-reading').textContent,
+                    thumb: c.querySelector('.match-thumb').getAttribute('src'),
+                })),
+            };
+        })()",
+    );
+    assert_eq!(result["state"], "done", "the match failed: {}", result["error"]);
+    assert_eq!(result["verdict"], "BRAND_PHOTO_REUSED", "{result:#}");
+    assert_eq!(result["verdictHidden"], false);
+    assert!(result["verdictText"].as_str().unwrap().contains("Brand photo reused"), "{result:#}");
+    assert!(result["query"]["src"].as_str().unwrap().starts_with("blob:"), "the query image is the local file");
+    let cards = result["cards"].as_array().unwrap();
+    assert!(!cards.is_empty(), "no match cards: {result:#}");
+    let first = &cards[0];
+    assert_eq!(first["external"], "astronaut", "best match: {result:#}");
+    assert_eq!(first["label"], "authentic");
+    assert!(first["distance"].as_u64().unwrap() <= 31, "{first}");
+    assert!(first["view"].as_str().unwrap().contains("mirrored left to right"), "view: {}", first["view"]);
+    assert!(!first["reading"].as_str().unwrap().is_empty());
+    assert!(first["text"].as_str().unwrap().contains("Authentic"), "the label is shown in words: {first}");
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(first["thumb"], format!("/api/entries/{id}/thumbnail"));
+    // The listing preview and the card's thumbnail really loaded.
+    wait_for(&tab, "document.querySelector('#query-image').naturalWidth > 0", "the listing preview");
+    wait_for(
+        &tab,
+        "(i => i.complete && i.naturalWidth > 0)(document.querySelector('#matches .match-card .match-thumb'))",
+        "the first match's thumbnail",
+    );
+
+    let shots = target_dir().join("browser-test");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("moderator.png");
+    screenshot(&tab, &shot);
+
+    // --- the side-by-side comparison ---
+    click(&tab, "#matches .match-card");
+    wait_for(&tab, "document.querySelector('#compare').open", "the comparison dialog");
+    wait_for(
+        &tab,
+        "['#compare-query', '#compare-stored'].every(s => { const i = document.querySelector(s); \
+           return i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 100; })",
+        "both images in the comparison",
+    );
+    let compare = eval_json(
+        &tab,
+        "({query: document.querySelector('#compare-query').src, stored: document.querySelector('#compare-stored').getAttribute('src'), \
+          text: document.querySelector('#compare').innerText})",
+    );
+    assert!(compare["query"].as_str().unwrap().starts_with("blob:"), "{compare:#}");
+    assert_eq!(compare["stored"], format!("/api/entries/{id}/thumbnail"));
+    let text = compare["text"].as_str().unwrap();
+    for needle in ["astronaut", "mirrored left to right", "thumbnail", "Authentic", "acme", "catalog/astronaut.jpg"] {
+        assert!(text.contains(needle), "the comparison does not mention {needle:?}:\n{text}");
+    }
+    screenshot(&tab, &shots.join("compare.png"));
+    tab.press_key("Escape").expect("pressing Escape");
+    wait_for(&tab, "!document.querySelector('#compare').open", "Esc to close the comparison");
+
+    // --- an API error is shown, not swallowed ---
+    upload(&tab, &not_an_image);
+    wait_for(&tab, "document.querySelector('#result').dataset.state === 'error'", "the error");
+    let error = eval_json(
+        &tab,
+        "(e => ({hidden: e.hidden, status: e.dataset.status, code: e.dataset.code, text: e.innerText, \
+          verdictHidden: document.querySelector('#verdict').hidden}))(document.querySelector('#error'))",
+    );
+    assert_eq!(error["hidden"], false, "{error:#}");
+    assert_eq!(error["status"], "400", "{error:#}");
+    assert_eq!(error["code"], "InvalidArgument", "{error:#}");
+    assert!(error["text"].as_str().unwrap().contains("not a supported image"), "{error:#}");
+    assert_eq!(error["verdictHidden"], true, "no stale verdict beside an error");
+
+    // --- the catalog: counts per label, the known fake, deleting it ---
+    click(&tab, "#nav-catalog");
+    wait_for(&tab, "document.querySelector('.count[data-brand=\"acme\"][data-label=\"known_fake\"]')", "the brands");
+    let counts = eval_json(
+        &tab,
+        "Object.fromEntries([...document.querySelectorAll('.count[data-brand=\"acme\"]')].map(b => [b.dataset.label, b.textContent]))",
+    );
+    assert_eq!(counts, serde_json::json!({"authentic": "4", "known_fake": "1"}));
+    click(&tab, ".count[data-brand=\"acme\"][data-label=\"known_fake\"]");
+    wait_for(
+        &tab,
+        "document.querySelector('#entries-panel').dataset.state === 'done' && location.hash.includes('label=known_fake') \
+         && document.querySelectorAll('#entries .entry-card').length === 1",
+        "the known fakes",
+    );
+    let fake = eval_json(
+        &tab,
+        "(c => ({label: c.dataset.label, ext: c.dataset.externalId}))(document.querySelector('#entries .entry-card'))",
+    );
+    assert_eq!(fake, serde_json::json!({"label": "known_fake", "ext": "hubble_deep_field_blur"}));
+    click(&tab, "#entries .entry-card");
+    wait_for(&tab, "document.querySelector('#entry-dialog').open", "the entry dialog");
+    click(&tab, "#entry-delete");
+    wait_for(&tab, "document.querySelector('#confirm-dialog').open", "the confirmation");
+    click(&tab, "#confirm-ok");
+    wait_for(
+        &tab,
+        "!document.querySelector('#entry-dialog').open && document.querySelector('#entries-panel').dataset.state === 'done' \
+         && document.querySelectorAll('#entries .entry-card').length === 0 \
+         && document.querySelector('.count[data-brand=\"acme\"][data-label=\"known_fake\"]').textContent === '0'",
+        "the catalog to refresh after the delete",
+    );
+
+    let exceptions = exceptions.lock().unwrap().clone();
+    assert!(exceptions.is_empty(), "uncaught exceptions in the page:\n{}", exceptions.join("\n"));
+
+    if std::env::var("LOOKALIKE_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::copy(&shot, docs.join("moderator-page.png")).unwrap();
+    }
+    eprintln!(
+        "browser test: result shown {:.0} ms after the upload; whole test {:.1} s; screenshot {}",
+        shown_in.as_secs_f64() * 1e3,
+        started.elapsed().as_secs_f64(),
+        shot.display()
+    );
+    assert!(shown_in < Duration::from_secs(3), "the result took {shown_in:?} to show");
+    drop(browser);
+    drop(server);
+}
