@@ -1,4 +1,5 @@
 //! Requests in, responses out: every field is checked here, with a message that names it.
+//! Public so that fuzzing and other front ends can check requests exactly as the server does.
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! services, limits and graceful shutdown together.
 
 pub mod client;
-mod convert;
+pub mod convert;
 mod engine;
 mod error;
 mod pool;
