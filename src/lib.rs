@@ -15,6 +15,7 @@
 //!   flag/review distances and the quality floor, and give a verdict.
 //! - [`cli`]: the `lookalike` command line, a thin shell over the three above.
 
+pub mod audit;
 pub mod cli;
 pub mod grpc;
 pub mod hash;

@@ -735,7 +735,10 @@ fn index_killed_mid_run_recovers_without_loss_or_duplicates() {
         let (live, deleted, records) = counts(&st);
         assert_eq!(deleted, 0, "{st}");
         assert!(live <= N && records <= live, "records past the catalog: {st}");
-        assert!(records >= base + after.min(N - base), "{st}");
+        // Watching the codes file, the kill may land between the codes and refs appends
+        // of one batch (8 files): those codes have no refs yet and are not records.
+        let in_flight = if file == "codes" { 8 } else { 0 };
+        assert!(records + in_flight >= base + after.min(N - base), "{st}");
         // Files are indexed in name order: the first is stored, and findable.
         let v = env.query(&bulk.join("p000.jpg"), &[], 0);
         assert_eq!(v["verdict"], "BRAND_PHOTO_REUSED", "{v}");

@@ -105,7 +105,7 @@ async fn site(max_body: usize) -> Site {
             thumbnail: h.thumbnail,
         });
     }
-    engine.add(&entries).unwrap();
+    engine.add(&entries, "test").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(lookalike::web::serve(listener, engine.clone(), max_body, std::future::pending()));

@@ -143,6 +143,9 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
     let plan = Plan::new(args)?;
     let files = &plan.files;
     let mut index = open_writable(data)?;
+    let audit =
+        crate::audit::AuditLog::open(data).with_context(|| format!("opening the audit log in {}", data.display()))?;
+    let actor = crate::audit::local_actor();
     let progress = progress_bar(files.len() as u64, args.quiet);
     let mut tally = Tally::default();
     let default_label = Label::from(args.label);
@@ -172,6 +175,7 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
             }
         }
         let outcomes = index.add(&entries).context("writing a batch to the index")?;
+        audit.added(&actor, &entries, &outcomes).with_context(|| format!("writing {}", audit.path().display()))?;
         for o in outcomes {
             match o {
                 AddOutcome::Added(_) => tally.added += 1,

@@ -56,6 +56,12 @@ pub struct Cli {
     /// directory (for index, query, stats and delete).
     #[arg(long, global = true, env = "LOOKALIKE_SERVER", value_name = "URL")]
     pub server: Option<String>,
+    /// API key sent to the server (`authorization: Bearer …`).
+    #[arg(long, global = true, env = "LOOKALIKE_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Certificate authority (PEM) to trust for an `https://` server.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(subcommand)]
@@ -90,6 +96,11 @@ pub enum Command {
     /// --grace), exit 0. The API is in proto/lookalike/v1/lookalike.proto; reflection
     /// serves it too (`grpcurl -plaintext 127.0.0.1:50051 list`).
     Serve(ServeArgs),
+    /// Manage API keys for `serve --keys FILE`: keys are stored as hashes, shown once.
+    ///
+    /// Roles: `admin` (everything), `brand` (add, delete and read entries of its --brand
+    /// list; match across all brands), `matcher` (match only).
+    Keys(KeysArgs),
     /// Add images (files or directories, walked recursively) to the index.
     ///
     /// Files are hashed on all cores and written in batches. Re-indexing a file already
@@ -123,6 +134,35 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysAction {
+    /// Make a new key, store its hash in FILE (created if missing) and print the key once.
+    Add {
+        /// The key file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Who holds the key (shown in logs and the audit log).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: grpc::auth::Role,
+        /// A brand this key manages (repeat for several); required for role brand.
+        #[arg(long = "brand", value_name = "BRAND")]
+        brands: Vec<String>,
+    },
+    /// List the keys in FILE (names, roles, brands; never the keys).
+    List {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR:PORT")]
@@ -143,6 +183,19 @@ pub struct ServeArgs {
     /// Serve gRPC only: no moderator page, no /metrics.
     #[arg(long)]
     pub no_http: bool,
+    /// API keys (JSON, made with `lookalike keys add`). Without it every call is allowed,
+    /// and only loopback addresses may be served.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Serve a non-loopback address without API keys anyway.
+    #[arg(long)]
+    pub insecure: bool,
+    /// TLS certificate chain (PEM) for gRPC; with --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for gRPC; with --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub grace: u64,
@@ -282,11 +335,19 @@ pub fn run(cli: Cli) -> Result<u8> {
         // LOOKALIKE_SERVER, set for the clients of this server, does not apply to it.
         return serve(&cli.data, args, &limits);
     }
+    if let Command::Keys(args) = &cli.command {
+        return keys(args);
+    }
     if let Some(server) = &cli.server {
-        return remote::run(server, &cli.command, &limits);
+        let tls_ca = match &cli.tls_ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --tls-ca {}", p.display()))?),
+            None => None,
+        };
+        let remote = remote::Remote { url: server.clone(), api_key: cli.api_key.clone(), tls_ca };
+        return remote::run(&remote, &cli.command, &limits);
     }
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Keys(_) => unreachable!("handled above"),
         Command::Index(args) => ingest::run(&cli.data, &args, &limits),
         Command::Query(args) => query(&cli.data, &args, &limits),
         Command::Hash(args) => hash_files(&args, &limits),
@@ -331,9 +392,36 @@ fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
     if options.max_in_flight == 0 {
         bail!("--max-in-flight must be at least 1");
     }
+    let auth = match &args.keys {
+        Some(path) => grpc::auth::Auth::from_file(path)?,
+        None => grpc::auth::Auth::open(),
+    };
+    if !auth.is_enforced() {
+        let exposed: Vec<String> = std::iter::once(args.listen)
+            .chain((!args.no_http).then_some(args.http))
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        if !exposed.is_empty() && !args.insecure {
+            bail!(
+                "refusing to serve {} without API keys: anyone on the network could change the catalog. \
+                 Give --keys FILE (make one with `lookalike keys add`), listen on 127.0.0.1, or pass --insecure",
+                exposed.join(" and ")
+            );
+        }
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            std::fs::read(cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+            std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?,
+        )),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
     let serve_options = grpc::ServeOptions {
         max_message_bytes: args.max_message_bytes,
         grace: std::time::Duration::from_secs(args.grace),
+        tls,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
@@ -346,7 +434,11 @@ fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
             tokio::task::spawn_blocking(move || grpc::Engine::open(&dir, options.clone()).map(|e| (e, options)))
                 .await
                 .context("opening the index")?;
-        let (engine, options) = engine.with_context(|| format!("opening index {}", data.display()))?;
+        let (mut engine, options) = engine.with_context(|| format!("opening index {}", data.display()))?;
+        if !auth.is_enforced() {
+            tracing::warn!("no --keys: every call is allowed without an API key");
+        }
+        engine.set_auth(auth);
         let stats = engine.stats()?;
         tracing::info!(
             data = %data.display(),
@@ -389,6 +481,24 @@ fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
         }
         grpc_result
     })?;
+    Ok(EXIT_OK)
+}
+
+fn keys(args: &KeysArgs) -> Result<u8> {
+    match &args.action {
+        KeysAction::Add { file, name, role, brands } => {
+            let mut keys = if file.exists() { grpc::auth::KeyFile::load(file)? } else { Default::default() };
+            let key = keys.add(name, *role, brands.clone())?;
+            keys.store(file)?;
+            eprintln!("added key {name:?} ({role:?}) to {}; it is shown only now:", file.display());
+            println!("{key}");
+        }
+        KeysAction::List { file } => {
+            for k in grpc::auth::KeyFile::load(file)?.keys {
+                println!("{}\t{:?}\t{}", k.name, k.role, k.brands.join(","));
+            }
+        }
+    }
     Ok(EXIT_OK)
 }
 
@@ -525,6 +635,9 @@ fn delete(data: &Path, args: &DeleteArgs) -> Result<u8> {
     };
     let mut index = open_writable(data)?;
     let ids = index.delete(&selector)?;
+    crate::audit::AuditLog::open(data)
+        .and_then(|audit| audit.deleted(&crate::audit::local_actor(), &selector, &ids))
+        .with_context(|| format!("writing the audit log in {}", data.display()))?;
     if ids.is_empty() {
         eprintln!("lookalike: no live entry matches; nothing deleted");
         return Ok(EXIT_PARTIAL);

@@ -16,7 +16,24 @@ use crate::hash::{self, DecodeLimits};
 use crate::index::Label;
 use crate::matcher::Verdict;
 
-pub fn run(server: &str, command: &Command, limits: &DecodeLimits) -> Result<u8> {
+/// Where the server is and how to talk to it.
+pub struct Remote {
+    pub url: String,
+    pub api_key: Option<String>,
+    pub tls_ca: Option<Vec<u8>>,
+}
+
+impl Remote {
+    async fn channel(&self) -> Result<tonic::transport::Channel> {
+        client::connect_with(&self.url, self.tls_ca.as_deref()).await
+    }
+
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>> {
+        client::with_key(message, self.api_key.as_deref())
+    }
+}
+
+pub fn run(server: &Remote, command: &Command, limits: &DecodeLimits) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,9 +55,9 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("server: {:?}: {}", status.code(), status.message())
 }
 
-async fn index(server: &str, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
+async fn index(server: &Remote, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
     let plan = Arc::new(Plan::new(args)?);
-    let mut catalog = CatalogClient::new(client::connect(server).await?)
+    let mut catalog = CatalogClient::new(server.channel().await?)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let progress = ingest::progress_bar(plan.files.len() as u64, args.quiet);
@@ -87,7 +104,8 @@ async fn index(server: &str, args: &IndexArgs, limits: &DecodeLimits) -> Result<
             (skipped, failed)
         })
     };
-    let mut results = catalog.add_images(ReceiverStream::new(rx)).await.map_err(status_error)?.into_inner();
+    let mut results =
+        catalog.add_images(server.request(ReceiverStream::new(rx))?).await.map_err(status_error)?.into_inner();
     let (mut added, mut present, mut failed) = (0u64, 0u64, 0u64);
     let mut answered = 0usize;
     let stream_error = loop {
@@ -117,8 +135,9 @@ async fn index(server: &str, args: &IndexArgs, limits: &DecodeLimits) -> Result<
     let unanswered = sent.lock().expect("not poisoned").len().saturating_sub(answered) as u64;
     failed += read_failed + unanswered;
     println!(
-        "indexed {added} new, {present} already present, {skipped} skipped (not images), {failed} failed — brand {}, into {server}",
-        args.brand
+        "indexed {added} new, {present} already present, {skipped} skipped (not images), {failed} failed — brand {}, into {}",
+        args.brand,
+        server.url
     );
     if let Some(status) = stream_error {
         bail!(
@@ -134,11 +153,11 @@ async fn index(server: &str, args: &IndexArgs, limits: &DecodeLimits) -> Result<
     Ok(EXIT_OK)
 }
 
-async fn query(server: &str, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
+async fn query(server: &Remote, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
     if args.engine != super::EngineArg::Exact {
         bail!("--engine hnsw works on a local data directory only; the server searches exactly");
     }
-    let mut matcher = MatcherClient::new(client::connect(server).await?)
+    let mut matcher = MatcherClient::new(server.channel().await?)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let mut code = EXIT_OK;
@@ -154,7 +173,7 @@ async fn query(server: &str, args: &QueryArgs, limits: &DecodeLimits) -> Result<
             min_quality: Some(u32::from(args.min_quality)),
             nearest: args.nearest,
         };
-        let result = match matcher.r#match(request).await {
+        let result = match matcher.r#match(server.request(request)?).await {
             Ok(r) => client::match_result_from_pb(r.into_inner()),
             Err(status) if status.code() == Code::InvalidArgument => Err(anyhow::anyhow!("{}", status.message())),
             Err(status) => return Err(status_error(status)),
@@ -182,9 +201,9 @@ async fn query(server: &str, args: &QueryArgs, limits: &DecodeLimits) -> Result<
     Ok(code)
 }
 
-async fn stats(server: &str, args: &StatsArgs) -> Result<u8> {
-    let mut catalog = CatalogClient::new(client::connect(server).await?);
-    let s = catalog.stats(pb::StatsRequest {}).await.map_err(status_error)?.into_inner();
+async fn stats(server: &Remote, args: &StatsArgs) -> Result<u8> {
+    let mut catalog = CatalogClient::new(server.channel().await?);
+    let s = catalog.stats(server.request(pb::StatsRequest {})?).await.map_err(status_error)?.into_inner();
     let label = |l: i32| client::label_from_pb(l).map_or("?", Label::as_str);
     if args.json {
         let by: Vec<_> = s
@@ -193,14 +212,14 @@ async fn stats(server: &str, args: &StatsArgs) -> Result<u8> {
             .map(|b| serde_json::json!({"brand": b.brand, "label": label(b.label), "count": b.count}))
             .collect();
         let value = serde_json::json!({
-            "server": server, "live": s.live, "deleted": s.deleted, "records": s.records,
+            "server": server.url, "live": s.live, "deleted": s.deleted, "records": s.records,
             "mih_records": s.mih_records, "hnsw_points": s.hnsw_points, "bytes_on_disk": s.bytes_on_disk,
             "by_brand_label": by,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(EXIT_OK);
     }
-    println!("index at {server}");
+    println!("index at {}", server.url);
     println!("  entries   {} live, {} deleted (records in files: {})", s.live, s.deleted, s.records);
     if !s.by_brand_label.is_empty() {
         println!("  by brand and label:");
@@ -213,7 +232,7 @@ async fn stats(server: &str, args: &StatsArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-async fn delete(server: &str, args: &DeleteArgs) -> Result<u8> {
+async fn delete(server: &Remote, args: &DeleteArgs) -> Result<u8> {
     let target = match (args.id, &args.brand, &args.external_id) {
         (Some(id), None, None) => pb::delete_request::Target::Id(id),
         (None, Some(brand), Some(external_id)) => pb::delete_request::Target::External(pb::ExternalRef {
@@ -222,8 +241,8 @@ async fn delete(server: &str, args: &DeleteArgs) -> Result<u8> {
         }),
         _ => bail!("give either --id, or --brand with --external-id"),
     };
-    let mut catalog = CatalogClient::new(client::connect(server).await?);
-    match catalog.delete(pb::DeleteRequest { target: Some(target) }).await {
+    let mut catalog = CatalogClient::new(server.channel().await?);
+    match catalog.delete(server.request(pb::DeleteRequest { target: Some(target) })?).await {
         Ok(r) => {
             let ids = r.into_inner().deleted_ids;
             let shown: Vec<String> = ids.iter().map(u64::to_string).collect();

@@ -6,16 +6,38 @@ use tonic::transport::{Channel, Endpoint};
 pub use super::pb::catalog_client::CatalogClient;
 pub use super::pb::matcher_client::MatcherClient;
 
-/// Connect to `url` (e.g. `http://127.0.0.1:50051`).
+/// Connect to `url` (e.g. `http://127.0.0.1:50051`, or `https://…` with the PEM
+/// certificate of the authority that signed the server's certificate in `tls_ca`).
 pub async fn connect(url: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+    connect_with(url, None).await
+}
+
+/// [`connect`], trusting the certificate authority in `tls_ca` (PEM) for `https` URLs.
+pub async fn connect_with(url: &str, tls_ca: Option<&[u8]>) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("{url:?} is not a server address (expected e.g. http://127.0.0.1:50051)"))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true);
+    if let Some(ca) = tls_ca {
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls).context("setting up TLS")?;
+    } else if url.starts_with("https:") {
+        anyhow::bail!("{url} uses TLS: give the certificate authority's PEM file with --tls-ca");
+    }
     endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach a lookalike server at {url} (is `lookalike serve` running?)"))
+}
+
+/// Wrap a message (or stream) in a request carrying an API key, if any.
+pub fn with_key<T>(message: T, api_key: Option<&str>) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = api_key {
+        let value = format!("Bearer {key}").parse().context("the API key has characters not allowed in a header")?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
 }
 
 use std::time::Duration;

@@ -6,8 +6,10 @@ use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use super::auth::{Auth, Principal};
 use super::error::ApiError;
 use super::pool::{PoolError, WorkPool};
+use crate::audit::AuditLog;
 use crate::hash::{self, DecodeLimits, Hash256};
 use crate::index::{AddOutcome, Entry, EntryId, Index, IndexError, Label, NewEntry, OpenOptions, Selector, Stats};
 use crate::matcher::{self, MatchResult, Query};
@@ -50,6 +52,8 @@ pub struct Hashed {
 
 pub struct Engine {
     index: RwLock<Index>,
+    audit: AuditLog,
+    auth: Auth,
     limits: DecodeLimits,
     pool: WorkPool,
     metrics: Metrics,
@@ -60,12 +64,29 @@ impl Engine {
     /// is: nothing is rebuilt.
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Engine, IndexError> {
         let index = Index::open(dir, OpenOptions::writable())?;
+        let audit = AuditLog::open(dir).map_err(io_err(dir))?;
         Ok(Engine {
             index: RwLock::new(index),
+            audit,
+            auth: Auth::open(),
             limits: options.limits,
             pool: WorkPool::new(options.max_in_flight, options.max_queued),
             metrics: Metrics::default(),
         })
+    }
+
+    /// Require API keys from now on (before the engine is shared).
+    pub fn set_auth(&mut self, auth: Auth) {
+        self.auth = auth;
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The caller of a request, from its `authorization` value.
+    pub fn principal(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        self.auth.authenticate(authorization)
     }
 
     pub fn pool(&self) -> &WorkPool {
@@ -158,13 +179,19 @@ impl Engine {
         }
     }
 
-    /// Add entries durably (one catalog transaction, then the record files).
-    pub fn add(&self, entries: &[NewEntry]) -> Result<Vec<AddOutcome>, IndexError> {
-        self.write().add(entries)
+    /// Add entries durably (one catalog transaction, then the record files), and record
+    /// them in the audit log as done by `actor`.
+    pub fn add(&self, entries: &[NewEntry], actor: &str) -> Result<Vec<AddOutcome>, IndexError> {
+        let outcomes = self.write().add(entries)?;
+        self.audit.added(actor, entries, &outcomes).map_err(io_err(self.audit.path()))?;
+        Ok(outcomes)
     }
 
-    pub fn delete(&self, selector: &Selector) -> Result<Vec<u64>, IndexError> {
-        self.write().delete(selector)
+    /// Delete entries, recorded in the audit log as done by `actor`.
+    pub fn delete(&self, selector: &Selector, actor: &str) -> Result<Vec<u64>, IndexError> {
+        let ids = self.write().delete(selector)?;
+        self.audit.deleted(actor, selector, &ids).map_err(io_err(self.audit.path()))?;
+        Ok(ids)
     }
 
     pub fn find(&self, selector: &Selector) -> Result<Vec<Entry>, IndexError> {
@@ -193,4 +220,8 @@ impl Engine {
     pub fn quiesce(&self) {
         drop(self.write());
     }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
+    move |error| IndexError::Io { path: path.to_path_buf(), error }
 }

@@ -15,6 +15,10 @@ pub enum ApiError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("image: {0}")]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -41,6 +45,8 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument(_) | ApiError::Image(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Index(e) => match e {
                 IndexError::InvalidArgument(_) => Code::InvalidArgument,
                 IndexError::Corrupt { .. } => Code::DataLoss,

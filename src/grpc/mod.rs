@@ -6,6 +6,7 @@
 //! workers; `error` is the one place where errors become gRPC statuses; `server` wires the
 //! services, limits and graceful shutdown together.
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 mod engine;

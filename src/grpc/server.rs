@@ -21,11 +21,13 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// After a shutdown signal, how long in-flight requests may take to finish.
     pub grace: Duration,
+    /// Serve TLS with this certificate chain and private key (PEM).
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_message_bytes: 32 * 1024 * 1024, grace: Duration::from_secs(10) }
+        ServeOptions { max_message_bytes: 32 * 1024 * 1024, grace: Duration::from_secs(10), tls: None }
     }
 }
 
@@ -85,7 +87,14 @@ pub async fn serve(
         conn
     });
     let stop = Arc::new(tokio::sync::Notify::new());
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("setting up TLS (check --tls-cert and --tls-key)")?;
+    }
+    let server = builder
         .layer(tower::util::MapResponseLayer::new(correct_status))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -10,12 +10,13 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{Principal, Role};
 use super::convert::{self, AddItem, MatchItem};
 use super::engine::Engine;
 use super::error::ApiError;
 use super::pb;
 use super::pool::PoolError;
-use crate::index::{AddOutcome, NewEntry};
+use crate::index::{AddOutcome, NewEntry, Selector};
 use crate::matcher::MatchResult;
 
 /// The server gives up this long before the client's deadline, so that its
@@ -57,6 +58,27 @@ async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = Result<
     }
 }
 
+/// The caller of a request (UNAUTHENTICATED if keys are required and it has none).
+fn principal<T>(engine: &Engine, request: &Request<T>) -> Result<Principal, ApiError> {
+    engine.principal(request.metadata().get("authorization").and_then(|v| v.to_str().ok()))
+}
+
+/// Check that `who` may read or change the entries a selector names (for an id: the
+/// entry's brand, if it exists).
+async fn check_selector(engine: &Arc<Engine>, who: &Principal, selector: &Selector) -> Result<(), ApiError> {
+    match selector {
+        Selector::External { brand, .. } => who.may_manage(brand),
+        Selector::Id(_) if who.role == Role::Admin => Ok(()),
+        Selector::Id(_) => {
+            let s = selector.clone();
+            for entry in blocking(engine, move |e| Ok(e.find(&s)?)).await? {
+                who.may_manage(&entry.brand)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Run blocking engine work that is not image work (catalog reads and writes).
 async fn blocking<T: Send + 'static>(
     engine: &Arc<Engine>,
@@ -82,6 +104,11 @@ fn log_outcome<T>(engine: &Engine, rpc: &str, what: &str, started: StdInstant, o
         Ok(_) => tracing::debug!(rpc, what, micros, "ok"),
         Err(e) => tracing::warn!(rpc, what, micros, code = ?e.code(), error = %e, "failed"),
     }
+}
+
+fn log_denied(engine: &Engine, rpc: &str, e: &ApiError) {
+    engine.metrics().request(rpc, &format!("{:?}", e.code()), 0.0);
+    tracing::warn!(rpc, code = ?e.code(), error = %e, "refused");
 }
 
 pub struct CatalogService {
@@ -121,6 +148,7 @@ type ResultSender = mpsc::Sender<Result<pb::AddImageResult, Status>>;
 /// once per stream), and passes them on in order.
 async fn read_add_stream(
     engine: Arc<Engine>,
+    who: Arc<Principal>,
     mut inbound: Streaming<pb::AddImageRequest>,
     deadline: Option<Instant>,
     steps: mpsc::Sender<Step>,
@@ -142,8 +170,10 @@ async fn read_add_stream(
         };
         let external_id = req.external_id.clone();
         let engine = engine.clone();
+        let who = who.clone();
         let job = tokio::spawn(async move {
             let AddItem { content, entry } = convert::add_item(req)?;
+            who.may_manage(&entry.brand)?;
             let e = engine.clone();
             let hashed = engine.pool().run(deadline, move || e.hash(&content)).await;
             drop(slot);
@@ -165,7 +195,12 @@ struct AddTally {
 
 /// Takes hashed items in order, writes them in batches (each batch durable before any of
 /// its results is sent), and answers.
-async fn write_add_stream(engine: Arc<Engine>, mut steps: mpsc::Receiver<Step>, out: ResultSender) -> AddTally {
+async fn write_add_stream(
+    engine: Arc<Engine>,
+    who: Arc<Principal>,
+    mut steps: mpsc::Receiver<Step>,
+    out: ResultSender,
+) -> AddTally {
     let mut tally = AddTally::default();
     let mut carry: Option<Step> = None;
     loop {
@@ -196,8 +231,14 @@ async fn write_add_stream(engine: Arc<Engine>, mut steps: mpsc::Receiver<Step>, 
             }
         }
         let entries: Vec<NewEntry> = batch.iter().filter_map(|(_, _, r)| r.as_ref().ok().cloned()).collect();
-        let written: Result<Vec<AddOutcome>, ApiError> =
-            if entries.is_empty() { Ok(Vec::new()) } else { blocking(&engine, move |e| Ok(e.add(&entries)?)).await };
+        let written: Result<Vec<AddOutcome>, ApiError> = if entries.is_empty() {
+            Ok(Vec::new())
+        } else {
+            {
+                let actor = who.name.clone();
+                blocking(&engine, move |e| Ok(e.add(&entries, &actor)?)).await
+            }
+        };
         let mut outcomes = match &written {
             Ok(o) => o.iter().copied(),
             Err(_) => [].iter().copied(),
@@ -241,15 +282,17 @@ impl pb::catalog_server::Catalog for CatalogService {
         request: Request<Streaming<pb::AddImageRequest>>,
     ) -> Result<Response<Self::AddImagesStream>, Status> {
         let deadline = deadline_of(&request);
+        let who = principal(&self.engine, &request).and_then(|w| w.may_write().map(|()| w));
+        let who = Arc::new(who.inspect_err(|e| log_denied(&self.engine, "AddImages", e))?);
         let inbound = request.into_inner();
         let window = self.engine.pool().max_in_flight();
         let (steps_tx, steps_rx) = mpsc::channel(window);
         let (out_tx, out_rx) = mpsc::channel(window * 2);
-        tokio::spawn(read_add_stream(self.engine.clone(), inbound, deadline, steps_tx));
+        tokio::spawn(read_add_stream(self.engine.clone(), who.clone(), inbound, deadline, steps_tx));
         let engine = self.engine.clone();
         tokio::spawn(async move {
             let started = StdInstant::now();
-            let t = write_add_stream(engine.clone(), steps_rx, out_tx).await;
+            let t = write_add_stream(engine.clone(), who, steps_rx, out_tx).await;
             let outcome: Result<(), ApiError> = Ok(());
             record(&engine, "AddImages", started, &outcome);
             tracing::debug!(
@@ -268,9 +311,12 @@ impl pb::catalog_server::Catalog for CatalogService {
         let started = StdInstant::now();
         let deadline = deadline_of(&request);
         let outcome = async {
+            let who = principal(&self.engine, &request)?;
+            who.may_write()?;
             let selector = convert::delete_selector(request.into_inner())?;
+            check_selector(&self.engine, &who, &selector).await?;
             let s = selector.clone();
-            let ids = within(deadline, blocking(&self.engine, move |e| Ok(e.delete(&s)?))).await?;
+            let ids = within(deadline, blocking(&self.engine, move |e| Ok(e.delete(&s, &who.name)?))).await?;
             if ids.is_empty() {
                 return Err(ApiError::NotFound(convert::describe(&selector)));
             }
@@ -286,7 +332,10 @@ impl pb::catalog_server::Catalog for CatalogService {
         let started = StdInstant::now();
         let deadline = deadline_of(&request);
         let outcome = async {
+            let who = principal(&self.engine, &request)?;
+            who.may_write()?;
             let selector = convert::get_selector(request.into_inner())?;
+            check_selector(&self.engine, &who, &selector).await?;
             let s = selector.clone();
             let entries = within(deadline, blocking(&self.engine, move |e| Ok(e.find(&s)?))).await?;
             if entries.is_empty() {
@@ -302,7 +351,11 @@ impl pb::catalog_server::Catalog for CatalogService {
     async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
         let started = StdInstant::now();
         let deadline = deadline_of(&request);
-        let outcome = within(deadline, blocking(&self.engine, |e| Ok(e.stats()?))).await;
+        let who = principal(&self.engine, &request).and_then(|w| w.must_be_admin("read whole-index statistics"));
+        let outcome = match who {
+            Ok(()) => within(deadline, blocking(&self.engine, |e| Ok(e.stats()?))).await,
+            Err(e) => Err(e),
+        };
         log_outcome(&self.engine, "Stats", "", started, &outcome);
         Ok(Response::new(convert::stats_to_pb(outcome?)))
     }
@@ -366,7 +419,10 @@ impl pb::matcher_server::Matcher for MatcherService {
     async fn r#match(&self, request: Request<pb::MatchRequest>) -> Result<Response<pb::MatchResponse>, Status> {
         let started = StdInstant::now();
         let deadline = deadline_of(&request);
-        let (request_id, outcome) = answer(&self.engine, request.into_inner(), deadline).await;
+        let (request_id, outcome) = match principal(&self.engine, &request) {
+            Ok(_) => answer(&self.engine, request.into_inner(), deadline).await,
+            Err(e) => (request.into_inner().request_id, Err(e)),
+        };
         log_match(&self.engine, "Match", &request_id, started, &outcome);
         Ok(Response::new(convert::match_response(request_id, outcome?, started.elapsed())))
     }
@@ -376,6 +432,7 @@ impl pb::matcher_server::Matcher for MatcherService {
         request: Request<Streaming<pb::MatchRequest>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
         let deadline = deadline_of(&request);
+        principal(&self.engine, &request).inspect_err(|e| log_denied(&self.engine, "MatchStream", e))?;
         let mut inbound = request.into_inner();
         let engine = self.engine.clone();
         // Per stream, at most this many items are in progress; beyond it the stream is not

@@ -12,6 +12,10 @@
 //! | `GET /api/entries/{id}/thumbnail` | its thumbnail (JPEG) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | `ok` |
+//!
+//! With API keys configured, every `/api` route needs `Authorization: Bearer <key>`:
+//! matching and thumbnails for any key; browsing, reading and deleting entries for admin
+//! keys, or brand keys within their brands. `/`, `/metrics` and `/healthz` stay open.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use std::time::Instant;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -28,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::grpc::auth::{Principal, Role};
 use crate::grpc::{ApiError, Content, Engine, PoolError};
 use crate::index::{Entry, IndexError, Label, Selector};
 use crate::matcher::{Closeness, Match, MatchResult, Thresholds, MAX_K};
@@ -79,6 +84,11 @@ fn invalid(message: impl Into<String>) -> WebError {
 }
 
 type Shared = Arc<Engine>;
+
+/// The caller, from the `Authorization` header (same keys as gRPC).
+fn who(engine: &Engine, headers: &HeaderMap) -> Result<Principal, WebError> {
+    Ok(engine.principal(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?)
+}
 
 /// Run blocking engine work off the async workers, and count the request.
 async fn blocking<T: Send + 'static>(
@@ -168,9 +178,11 @@ struct MatchParams {
 async fn match_image(
     State(engine): State<Shared>,
     Query(params): Query<MatchParams>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, WebError> {
     let started = Instant::now();
+    who(&engine, &headers)?;
     let k = params.k.unwrap_or(10);
     if k == 0 || k > MAX_K {
         return Err(invalid(format!("k must be 1-{MAX_K}, got {k}")));
@@ -191,17 +203,23 @@ async fn match_image(
     Ok(Json(result_json(&outcome?, &t)))
 }
 
-async fn brands(State(engine): State<Shared>) -> Result<Json<Value>, WebError> {
+async fn brands(State(engine): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
+    let who = who(&engine, &headers)?;
+    who.may_write()?;
     let stats = blocking(&engine, "http:brands", |e| Ok(e.stats()?)).await?;
     let mut brands: Vec<Value> = Vec::new();
-    for (brand, label, n) in &stats.by_brand_label {
+    // A brand key sees its own brands only.
+    let visible = stats.by_brand_label.iter().filter(|(brand, _, _)| who.may_manage(brand).is_ok());
+    for (brand, label, n) in visible {
         if brands.last().is_none_or(|b| b["brand"] != json!(brand)) {
             brands.push(json!({"brand": brand, "authentic": 0, "known_fake": 0}));
         }
         let last = brands.last_mut().expect("pushed above");
         last[label.as_str()] = json!(n);
     }
-    Ok(Json(json!({"brands": brands, "live": stats.live, "deleted": stats.deleted})))
+    let (live, deleted) =
+        if who.role == Role::Admin { (json!(stats.live), json!(stats.deleted)) } else { (Value::Null, Value::Null) };
+    Ok(Json(json!({"brands": brands, "live": live, "deleted": deleted})))
 }
 
 #[derive(Deserialize)]
@@ -212,7 +230,16 @@ struct ListParams {
     limit: Option<u64>,
 }
 
-async fn entries(State(engine): State<Shared>, Query(p): Query<ListParams>) -> Result<Json<Value>, WebError> {
+async fn entries(
+    State(engine): State<Shared>,
+    Query(p): Query<ListParams>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, WebError> {
+    let who = who(&engine, &headers)?;
+    match p.brand.as_deref().filter(|b| !b.is_empty()) {
+        Some(brand) => who.may_manage(brand)?,
+        None => who.must_be_admin("list every brand's entries")?,
+    }
     let label = parse_label(p.label.as_deref())?;
     let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(50));
     if limit == 0 || limit > MAX_PAGE {
@@ -224,16 +251,32 @@ async fn entries(State(engine): State<Shared>, Query(p): Query<ListParams>) -> R
     Ok(Json(json!({"total": total, "offset": offset, "entries": list.iter().map(entry_json).collect::<Vec<_>>()})))
 }
 
-async fn entry(State(engine): State<Shared>, Path(id): Path<u64>) -> Result<Json<Value>, WebError> {
+async fn entry(State(engine): State<Shared>, Path(id): Path<u64>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
+    let who = who(&engine, &headers)?;
+    who.may_write()?;
     let found = blocking(&engine, "http:entry", move |e| Ok(e.find(&Selector::Id(id))?)).await?;
     match found.first() {
-        Some(e) => Ok(Json(entry_json(e))),
+        Some(e) => {
+            who.may_manage(&e.brand)?;
+            Ok(Json(entry_json(e)))
+        }
         None => Err(WebError(ApiError::NotFound(format!("no entry with id {id}")))),
     }
 }
 
-async fn delete_entry(State(engine): State<Shared>, Path(id): Path<u64>) -> Result<Json<Value>, WebError> {
-    let ids = blocking(&engine, "http:delete", move |e| Ok(e.delete(&Selector::Id(id))?)).await?;
+async fn delete_entry(
+    State(engine): State<Shared>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, WebError> {
+    let who = who(&engine, &headers)?;
+    who.may_write()?;
+    let found = blocking(&engine, "http:delete", move |e| Ok(e.find(&Selector::Id(id))?)).await?;
+    if let Some(e) = found.first() {
+        who.may_manage(&e.brand)?;
+    }
+    let actor = who.name.clone();
+    let ids = blocking(&engine, "http:delete", move |e| Ok(e.delete(&Selector::Id(id), &actor)?)).await?;
     if ids.is_empty() {
         return Err(WebError(ApiError::NotFound(format!("no live entry with id {id}"))));
     }
@@ -241,7 +284,13 @@ async fn delete_entry(State(engine): State<Shared>, Path(id): Path<u64>) -> Resu
     Ok(Json(json!({"deleted": ids})))
 }
 
-async fn thumbnail(State(engine): State<Shared>, Path(id): Path<u64>) -> Result<Response, WebError> {
+async fn thumbnail(
+    State(engine): State<Shared>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    // Any key may see thumbnails: moderators compare listings with them.
+    who(&engine, &headers)?;
     let jpeg = blocking(&engine, "http:thumbnail", move |e| Ok(e.thumbnail(id)?)).await?;
     match jpeg {
         Some(bytes) => Ok((

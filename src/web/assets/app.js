@@ -35,6 +35,11 @@
  *   #confirm-dialog              #confirm-ok #confirm-cancel
  *   #catalog-error[data-status], #catalog-summary, #toast
  *
+ *   API key (servers started with --keys): #key-button opens #key-dialog (#key-input,
+ *   #key-save, #key-forget); the key is kept in sessionStorage and sent as
+ *   "Authorization: Bearer"; thumbnails are then fetched with it and shown from blob URLs.
+ *   Every thumbnail <img> carries its API URL in data-src either way.
+ *
  * URLs: #/check, #/catalog?brand=B&label=authentic|known_fake&offset=N
  */
 (() => {
@@ -66,6 +71,12 @@
       el.append(child instanceof Node ? child : String(child));
     }
     return el;
+  }
+
+  /** Replace an element's children, skipping null / false. */
+  function fill(el, ...children) {
+    el.replaceChildren();
+    return append(el, children);
   }
 
   function icon(name, extra) {
@@ -129,8 +140,8 @@
     BRAND_PHOTO_REUSED: {
       cls: 'v-reused', icon: 'reused', title: 'Brand photo reused',
       detail: (r, top) => top
-        ? `This listing uses a copy of ${top.brand}'s own photo "${top.external_id}" — ${top.reading}, ${top.view}. Sellers of fakes often reuse official photos.`
-        : "This listing uses a copy of a brand's own photo.",
+        ? `This listing uses a copy of ${top.brand}’s own photo “${top.external_id}” — ${top.reading}, ${top.view}. Sellers of fakes often reuse official photos.`
+        : 'This listing uses a copy of a brand’s own photo.',
     },
     REVIEW: {
       cls: 'v-review', icon: 'review', title: 'Needs review',
@@ -176,6 +187,108 @@
     return meter;
   }
 
+  // ---------- API key (for servers started with --keys) ----------
+
+  const KEY_STORE = 'lookalike.apiKey';
+  let apiKey = '';
+  try {
+    apiKey = sessionStorage.getItem(KEY_STORE) || '';
+  } catch {
+    apiKey = ''; // storage blocked: the key lasts until the page is reloaded
+  }
+
+  function withKey(headers) {
+    return apiKey ? { ...(headers || {}), Authorization: `Bearer ${apiKey}` } : headers;
+  }
+
+  // An <img src> cannot send the key, so with a key images are fetched and shown from
+  // blob URLs (kept per URL: a thumbnail never changes for an entry id).
+  const imageCache = new Map();
+
+  function setImage(img, url) {
+    img.dataset.src = url;
+    if (!apiKey) {
+      img.src = url;
+      return;
+    }
+    const cached = imageCache.get(url);
+    if (cached) {
+      img.src = cached;
+      return;
+    }
+    img.removeAttribute('src');
+    fetch(url, { headers: withKey({}) })
+      .then((res) => {
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        return res.blob();
+      })
+      .then((blob) => {
+        const blobUrl = URL.createObjectURL(blob);
+        imageCache.set(url, blobUrl);
+        if (img.dataset.src === url) img.src = blobUrl;
+      })
+      .catch(() => {
+        if (img.dataset.src === url) img.dispatchEvent(new Event('error'));
+      });
+  }
+
+  /** A thumbnail <img> that shows a placeholder in its frame if it cannot load. */
+  function thumbImg(url, cls, props) {
+    const img = h('img', {
+      class: cls,
+      alt: '',
+      decoding: 'async',
+      ...props,
+      onerror: (e) => {
+        const frame = e.target.closest('.thumb-frame');
+        if (frame) frame.classList.add('is-missing');
+      },
+    });
+    setImage(img, url);
+    return img;
+  }
+
+  function setKey(key) {
+    apiKey = key;
+    try {
+      if (key) sessionStorage.setItem(KEY_STORE, key);
+      else sessionStorage.removeItem(KEY_STORE);
+    } catch {
+      // storage blocked: keep the key in memory only
+    }
+    for (const blobUrl of imageCache.values()) URL.revokeObjectURL(blobUrl);
+    imageCache.clear();
+    showKeyState();
+  }
+
+  function showKeyState() {
+    $('#key-state').textContent = apiKey ? 'Key in use' : 'API key';
+    $('#key-button').classList.toggle('has-key', !!apiKey);
+  }
+
+  function openKeyDialog() {
+    const dlg = $('#key-dialog');
+    const input = $('#key-input');
+    input.value = apiKey;
+    $('#key-forget').hidden = !apiKey;
+    dlg.returnValue = '';
+    if (!dlg.open) dlg.showModal();
+    input.focus();
+  }
+
+  $('#key-button').addEventListener('click', openKeyDialog);
+  $('#key-dialog').addEventListener('close', () => {
+    const action = $('#key-dialog').returnValue;
+    if (action !== 'save' && action !== 'forget') return;
+    setKey(action === 'save' ? $('#key-input').value.trim() : '');
+    $('#key-input').value = '';
+    toast(apiKey ? 'The API key is used from now on (in this tab only).' : 'The API key is forgotten.');
+    // Retry whatever is on screen with the new key.
+    loadBrands();
+    if (currentView === 'catalog') route();
+    else runMatch();
+  });
+
   // ---------- API ----------
 
   class ApiError extends Error {
@@ -190,7 +303,7 @@
   async function api(method, url, { body, signal, headers } = {}) {
     let res;
     try {
-      res = await fetch(url, { method, body, signal, headers, cache: 'no-store' });
+      res = await fetch(url, { method, body, signal, headers: withKey(headers), cache: 'no-store' });
     } catch (e) {
       if (e.name === 'AbortError') throw e;
       throw new ApiError(0, 'NETWORK', 'No answer from the lookalike server.');
@@ -224,8 +337,16 @@
     switch (err.status) {
       case 0: return { title: 'Cannot reach the server', hint: 'Check that `lookalike serve` is still running, then try again.', retry: true };
       case 400: return { title: `${action}: the server refused the request`, hint: 'See the reason below.' };
-      case 401:
-      case 403: return { title: `${action} needs permission`, hint: 'Your account is not allowed to do this. Ask whoever runs lookalike for access.', lock: true };
+      case 401: return {
+        title: `${action} needs permission`,
+        hint: apiKey ? 'The server did not accept this API key.' : 'This server asks for an API key.',
+        lock: true,
+      };
+      case 403: return {
+        title: `${action} needs permission`,
+        hint: 'Your API key is not allowed to do this. Ask whoever runs lookalike for access.',
+        lock: true,
+      };
       case 404: return { title: notFound || 'Not found', hint: 'It may have been deleted meanwhile.' };
       case 413: return { title: 'The image is too large', hint: 'The server refuses uploads over its size limit. Use a smaller copy of the image.' };
       case 429: return { title: 'The server is busy', hint: 'Too many images are being checked at once. Wait a moment and try again.', retry: true };
@@ -239,7 +360,7 @@
   /** Fill an alert box with an error. */
   function showError(box, err, action, { onRetry, notFound, override } = {}) {
     const info = { ...explain(err, action, notFound), ...((override && override[err.status]) || {}) };
-    box.replaceChildren(
+    fill(box,
       icon(info.lock ? 'lock' : 'error', 'alert-icon'),
       h('div', { class: 'alert-body' },
         h('p', { class: 'alert-title' }, info.title),
@@ -249,6 +370,10 @@
           h('code', {}, err.status ? `HTTP ${err.status} · ${err.code}` : err.code)),
         info.retry && onRetry
           ? h('button', { type: 'button', class: 'btn btn-small', onclick: onRetry }, icon('retry'), 'Try again')
+          : null,
+        info.lock
+          ? h('button', { type: 'button', class: 'btn btn-small', onclick: openKeyDialog }, icon('lock'),
+            apiKey ? 'Use another API key' : 'Enter an API key')
           : null));
     box.dataset.status = String(err.status);
     box.dataset.code = err.code;
@@ -305,8 +430,15 @@
       catalog.brand = params.get('brand') || '';
       catalog.label = label in LABELS ? label : '';
       catalog.offset = Math.max(0, parseInt(params.get('offset') || '0', 10) || 0);
-      loadBrands();
-      loadEntries();
+      loadBrands().then(() => {
+        // Only admin keys may list every brand at once: others start with their first brand.
+        const data = catalog.brands;
+        if (!catalog.brand && data && data.live == null && data.brands.length) {
+          goCatalog(data.brands[0].brand, catalog.label, 0);
+          return;
+        }
+        loadEntries();
+      });
     }
   }
 
@@ -360,6 +492,7 @@
     $('#query-name').textContent = fileLabel(file);
     $('#query-size').textContent = formatBytes(file.size);
     $('#query').hidden = false;
+    $('.check-layout').classList.add('has-query');
     runMatch();
   }
 
@@ -466,7 +599,7 @@
     }
     $('#matches-section').hidden = false;
 
-    $('#tech-list').replaceChildren(
+    fill($('#tech-list'),
       kv('PDQ hash', h('code', { class: 'hash' }, r.pdq)),
       kv('pHash', h('code', {}, r.phash || '—')),
       kv('Thresholds', `near-identical ≤ ${t.near_identical}, flag ≤ ${t.flag}, review ≤ ${t.review} bits; minimum quality ${t.min_quality}`),
@@ -475,13 +608,7 @@
   }
 
   function matchCard(m, i, t) {
-    const thumb = h('img', {
-      class: 'match-thumb',
-      src: m.thumbnail,
-      alt: '',
-      decoding: 'async',
-      onerror: (e) => { e.target.closest('.thumb-frame').classList.add('is-missing'); },
-    });
+    const thumb = thumbImg(m.thumbnail, 'match-thumb');
     const card = h('button', {
       type: 'button',
       class: `match-card closeness-${m.closeness}`,
@@ -518,12 +645,12 @@
     const q = $('#compare-query');
     q.src = check.fileUrl;
     q.style.transform = '';
-    $('#compare-stored').src = m.thumbnail;
+    setImage($('#compare-stored'), m.thumbnail);
     const align = $('#compare-align');
     align.hidden = !ALIGN[m.orientation];
     setAligned(false);
 
-    $('#compare-facts').replaceChildren(
+    fill($('#compare-facts'),
       kv('Distance', h('strong', {}, `${m.distance}`), ` of 256 bits — ${m.reading}`),
       kv('How the listing relates', m.view),
       kv('Label', labelBadge(m.label)),
@@ -575,6 +702,10 @@
   }
 
   $('#compare-align').addEventListener('click', () => setAligned(!compare.aligned));
+  $('#compare').addEventListener('close', () => {
+    if (check.alignedUrl) URL.revokeObjectURL(check.alignedUrl);
+    check.alignedUrl = '';
+  });
   $('#compare-close').addEventListener('click', () => $('#compare').close());
   $('#compare-done').addEventListener('click', () => $('#compare').close());
   $('#compare-entry').addEventListener('click', () => {
@@ -668,8 +799,11 @@
 
   function updateSummary(data) {
     const brands = data.brands.length;
-    $('#catalog-summary').textContent = `${plural(data.live, 'photo', 'photos')} · ${plural(brands, 'brand', 'brands')}`;
-    $('#catalog-totals').textContent = `${plural(data.live, 'live photo', 'live photos')} from ${plural(brands, 'brand', 'brands')}${data.deleted ? `, ${plural(data.deleted, 'deleted', 'deleted')}` : ''}`;
+    // Keys limited to some brands get no catalog-wide totals (live / deleted are null).
+    const live = data.live ?? data.brands.reduce((n, b) => n + (b.authentic || 0) + (b.known_fake || 0), 0);
+    $('#catalog-summary').textContent = `${plural(live, 'photo', 'photos')} · ${plural(brands, 'brand', 'brands')}`;
+    $('#catalog-summary').title = '';
+    $('#catalog-totals').textContent = `${plural(live, 'live photo', 'live photos')} from ${plural(brands, 'brand', 'brands')}${data.deleted ? `, ${plural(data.deleted, 'deleted', 'deleted')}` : ''}`;
     $('#brand-options').replaceChildren(...data.brands.map((b) => h('option', { value: b.brand })));
   }
 
@@ -685,6 +819,7 @@
     } catch (err) {
       if (seq !== catalog.brandsSeq) return;
       $('#catalog-summary').textContent = 'Catalog unavailable';
+      $('#catalog-summary').title = `${err.status ? `HTTP ${err.status}: ` : ''}${err.message}`;
       if (currentView === 'catalog') showError($('#catalog-error'), err, 'Reading the catalog', { onRetry: route });
     }
   }
@@ -767,10 +902,7 @@
         onclick: () => openEntry(e.id),
       },
       h('span', { class: 'thumb-frame' },
-        h('img', {
-          class: 'entry-thumb', src: e.thumbnail, alt: '', loading: 'lazy', decoding: 'async',
-          onerror: (ev) => { ev.target.closest('.thumb-frame').classList.add('is-missing'); },
-        }),
+        thumbImg(e.thumbnail, 'entry-thumb', { loading: 'lazy' }),
         h('span', { class: 'thumb-missing' }, icon('image'), 'No thumbnail')),
       h('span', { class: 'entry-meta' },
         h('span', { class: 'entry-ext', title: e.external_id }, e.external_id),
@@ -805,12 +937,12 @@
     const dlg = $('#entry-dialog');
     clearError($('#entry-error'));
     $('#entry-title').textContent = `${e.brand} / ${e.external_id}`;
-    $('#entry-sub').replaceChildren(LABELS[e.label] ? LABELS[e.label].long : e.label,
+    fill($('#entry-sub'), LABELS[e.label] ? LABELS[e.label].long : e.label,
       e.deleted_at_ms != null ? h('span', { class: 'badge badge-deleted' }, 'Deleted') : null);
     const thumb = $('#entry-thumb');
     thumb.alt = `Thumbnail of ${e.brand} / ${e.external_id}`;
-    thumb.src = e.thumbnail;
-    $('#entry-facts').replaceChildren(
+    setImage(thumb, e.thumbnail);
+    fill($('#entry-facts'),
       kv('Label', labelBadge(e.label)),
       kv('Brand', e.brand),
       kv('External id', h('code', {}, e.external_id)),
@@ -861,7 +993,8 @@
     }
     $('#entry-dialog').close();
     toast(`Deleted ${e.brand} / ${e.external_id} from the catalog.`);
-    await Promise.all([loadBrands(), currentView === 'catalog' ? loadEntries() : null]);
+    // Refresh what is on screen: the catalog, or the listing's matches (it may have been one).
+    await Promise.all([loadBrands(), currentView === 'catalog' ? loadEntries() : runMatch()]);
   }
 
   $('#entry-delete').addEventListener('click', deleteEntry);
@@ -871,6 +1004,7 @@
   // ---------- start ----------
 
   window.addEventListener('hashchange', route);
+  showKeyState();
   route();
   if (currentView !== 'catalog') loadBrands();
 })();
