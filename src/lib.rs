@@ -13,7 +13,15 @@
 //!   Every acknowledged write survives a crash; damaged files are detected by checksum.
 //! - [`matcher`]: query policy: search all orientations, merge per entry, apply the
 //!   flag/review distances and the quality floor, and give a verdict.
-//! - [`cli`]: the `lookalike` command line, a thin shell over the three above.
+//! - [`grpc`]: the tonic service (`Catalog`, `Matcher`, health, reflection). Its
+//!   `Engine` owns the index behind a reader/writer lock and a bounded pool that runs image
+//!   work off the async workers; `convert` checks requests; one function maps errors to
+//!   statuses; `auth` holds API keys and roles.
+//! - [`web`]: the moderator page, its JSON API, `/metrics` and `/healthz` (axum, sharing
+//!   the gRPC engine).
+//! - [`metrics`], [`audit`]: Prometheus counters and the append-only audit log.
+//! - [`cli`]: the `lookalike` command line, a thin shell over the above (locally, or
+//!   against a server with `--server`).
 
 pub mod audit;
 pub mod cli;
