@@ -11,7 +11,7 @@ use super::{io_err, sync_dir, IndexError};
 const FORMAT: &str = "lookalike-index";
 /// Bump when the layout of any file changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
-const FILE: &str = "manifest.json";
+pub(crate) const FILE_NAME: &str = "manifest.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MihFile {
@@ -83,7 +83,7 @@ impl Manifest {
     }
 
     pub fn load(dir: &Path) -> Result<Option<Manifest>, IndexError> {
-        let path = dir.join(FILE);
+        let path = dir.join(FILE_NAME);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -117,8 +117,8 @@ impl Manifest {
     }
 
     pub fn store(&self, dir: &Path) -> Result<(), IndexError> {
-        let path = dir.join(FILE);
-        let tmp = dir.join(format!("{FILE}.tmp"));
+        let path = dir.join(FILE_NAME);
+        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
         let text = serde_json::to_string_pretty(self).expect("manifest serialises");
         {
             use std::io::Write;

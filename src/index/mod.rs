@@ -291,9 +291,10 @@ impl Index {
             None => return Err(IndexError::Missing(dir.to_owned())),
         };
         let codes =
-            RecordFile::open(&dir.join(&manifest.codes), CODES_MAGIC, CODE_BYTES, options.verify, options.writable)?;
-        let refs =
-            RecordFile::open(&dir.join(&manifest.refs), REFS_MAGIC, REF_BYTES, options.verify, options.writable)?;
+            RecordFile::open(&dir.join(&manifest.codes), CODES_MAGIC, CODE_BYTES, options.verify, options.writable)
+                .map_err(|e| missing_is_damage(dir, e))?;
+        let refs = RecordFile::open(&dir.join(&manifest.refs), REFS_MAGIC, REF_BYTES, options.verify, options.writable)
+            .map_err(|e| missing_is_damage(dir, e))?;
         let mut index = Index {
             dir: dir.to_owned(),
             options,
@@ -404,7 +405,8 @@ impl Index {
 
     fn open_derived(&mut self) -> Result<(), IndexError> {
         if let Some(m) = &self.manifest.mih {
-            let mih = Mih::open(&self.dir.join(&m.file), self.options.verify)?;
+            let mih =
+                Mih::open(&self.dir.join(&m.file), self.options.verify).map_err(|e| missing_is_damage(&self.dir, e))?;
             if mih.records() > self.codes.len() {
                 return Err(IndexError::Corrupt {
                     path: mih.path().to_owned(),
@@ -825,6 +827,18 @@ fn append_pair(codes: &mut RecordFile, refs: &mut RecordFile, items: &[(Hash256,
     }
     codes.append(&code_bytes)?;
     refs.append(&ref_bytes)
+}
+
+/// A file the manifest names but that does not exist: the manifest or the directory is
+/// damaged (a plain "No such file" would name a file that may never have existed).
+fn missing_is_damage(dir: &Path, e: IndexError) -> IndexError {
+    match e {
+        IndexError::Io { path, error } if error.kind() == std::io::ErrorKind::NotFound => IndexError::Corrupt {
+            path: dir.join(manifest::FILE_NAME),
+            what: format!("names {}, which does not exist", path.display()),
+        },
+        other => other,
+    }
 }
 
 /// Check an entry's text fields (what `add` accepts), so callers can refuse one bad item

@@ -3,37 +3,42 @@
  * with what it matched, and browse or prune the catalog. Plain JavaScript, no
  * dependencies; it talks only to this server's JSON API (see src/web/mod.rs).
  *
- * Stable hooks for tests and automation (tests/browser.rs relies on the starred ones):
+ * Stable hooks for tests and automation; tests/browser.rs relies on those marked *.
  *
  *   Check a listing (#view-check)
- * * #file-input                  <input type=file>; choosing a file starts a match
- *   #drop                        drop zone (an image dropped anywhere on the view counts;
+ * * #drop                        drop zone (an image dropped anywhere on the page counts;
  *                                Ctrl+V pastes one)
+ * * #file-input                  <input type=file>; choosing a file starts a match
  *   #choose                      button that opens the file picker
  *   #brand-filter #label-filter #k #nearest   match options (a change re-runs the match)
- * * #query-image                 the listing image, shown from the local file
+ * * #query, #query-image         the listing image, shown from the local file (blob URL)
  * * #result[data-state]          idle | loading | done | error
  *   #status                      live status line
  * * #error[data-status][data-code]   the API's (or the network's) error; hidden when none
  * * #verdict[data-verdict]       KNOWN_FAKE | BRAND_PHOTO_REUSED | REVIEW | NO_MATCH | LOW_QUALITY
  *   #quality[data-quality]       PDQ quality 0-100 of the listing image
  * * #matches .match-card         one button per match, best first, with data-id,
- *                                data-external-id, data-brand, data-label, data-distance,
- *                                data-orientation, data-closeness
- * *   .match-thumb (img)  .match-label  .match-distance  .match-reading  * .match-view
- * * #compare                     <dialog>, [open] while shown; * #compare-query and
- *                                * #compare-stored (img), #compare-close, #compare-align,
- *                                #compare-entry, #compare-facts
+ *                                data-external-id, data-label, data-distance (*), and
+ *                                data-brand, data-orientation, data-closeness
+ *     inside a card: * .match-thumb (img[data-src]), .match-label, .match-distance,
+ *                    * .match-reading, * .match-view
+ * * #compare                     <dialog>, [open] while shown, with * #compare-query and
+ *                                * #compare-stored (img[data-src]), #compare-close,
+ *                                #compare-align, #compare-entry, #compare-facts
  *
- *   Catalog (#view-catalog, reached with #nav-catalog or the URL #/catalog)
- *   #brands tr.brand-row[data-brand]; button.count[data-brand][data-label]
- *                                (data-label "" = every label)
- *   #entries-panel[data-state]   idle | loading | done | error
- *   #entries .entry-card[data-id][data-label]; #pager-prev #pager-next #pager-info
- *   #entry-dialog                one entry: #entry-thumb #entry-facts #entry-delete
+ *   Catalog (#view-catalog)
+ * * #nav-catalog, #nav-check     the two views (URLs #/catalog and #/check)
+ * * #catalog-summary             live photos and brands, in the header
+ *   #brands tr.brand-row[data-brand]
+ * * button.count[data-brand][data-label]   a brand's photos with one label (the brand's
+ *                                name is a button.brand-link with data-label "")
+ * * #entries-panel[data-state]   idle | loading | done | error
+ * * #entries .entry-card         one button per entry: data-id, data-label, data-external-id
+ *   #pager-prev #pager-next #pager-info
+ * * #entry-dialog                one entry: #entry-thumb #entry-facts * #entry-delete
  *                                #entry-error[data-status]
- *   #confirm-dialog              #confirm-ok #confirm-cancel
- *   #catalog-error[data-status], #catalog-summary, #toast
+ * * #confirm-dialog              * #confirm-ok, #confirm-cancel
+ *   #catalog-error[data-status], #toast
  *
  *   API key (servers started with --keys): #key-button opens #key-dialog (#key-input,
  *   #key-save, #key-forget); the key is kept in sessionStorage and sent as
@@ -674,7 +679,7 @@
       URL.revokeObjectURL(check.alignedUrl);
       check.alignedUrl = '';
     }
-    $('#compare-query-note').textContent = on ? `— turned back to line up (as uploaded it is ${m.view})` : '— as uploaded';
+    $('#compare-query-note').textContent = on ? '— turned back to line up' : '— as uploaded';
     if (!on || !ALIGN[m.orientation]) {
       q.src = check.fileUrl;
       return;
@@ -818,7 +823,7 @@
       clearError($('#catalog-error'));
     } catch (err) {
       if (seq !== catalog.brandsSeq) return;
-      $('#catalog-summary').textContent = 'Catalog unavailable';
+      $('#catalog-summary').textContent = err.status === 401 ? 'API key needed' : err.status === 403 ? 'No catalog access' : 'Catalog unavailable';
       $('#catalog-summary').title = `${err.status ? `HTTP ${err.status}: ` : ''}${err.message}`;
       if (currentView === 'catalog') showError($('#catalog-error'), err, 'Reading the catalog', { onRetry: route });
     }
@@ -886,6 +891,8 @@
     } catch (err) {
       if (seq !== catalog.seq) return;
       $('#entries').replaceChildren();
+      $('#entries-empty').hidden = true;
+      $('#pager').hidden = true;
       showError($('#catalog-error'), err, 'Listing catalog photos', { onRetry: loadEntries });
       panel.dataset.state = 'error';
     }
