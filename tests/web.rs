@@ -227,6 +227,7 @@ async fn metrics_parse_and_count_requests() {
     let big = vec![0u8; 200 * 1024];
     let reply = call(move || http(addr, "POST", "/api/match", &big)).await;
     assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()["code"], "ResourceExhausted");
 
     let reply = call(move || http(addr, "GET", "/healthz", b"")).await;
     assert_eq!((reply.status, reply.text().trim()), (200, "ok"));

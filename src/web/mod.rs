@@ -179,10 +179,20 @@ async fn match_image(
     State(engine): State<Shared>,
     Query(params): Query<MatchParams>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, WebError> {
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, WebError> {
     let started = Instant::now();
     who(&engine, &headers)?;
+    let body = match body {
+        Ok(body) => body,
+        // Over the body limit (or a broken upload): say so as JSON, like every other error.
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "ResourceExhausted" } else { "InvalidArgument" };
+            let message = format!("upload refused: {}", rejection.body_text());
+            return Ok((status, Json(json!({"error": message, "code": code}))).into_response());
+        }
+    };
     let k = params.k.unwrap_or(10);
     if k == 0 || k > MAX_K {
         return Err(invalid(format!("k must be 1-{MAX_K}, got {k}")));
@@ -200,7 +210,7 @@ async fn match_image(
     let outcome = engine.pool().run(None, move || e.match_content(&content, &query, None)).await;
     let outcome = outcome.map_err(ApiError::from).and_then(|r| r);
     crate::grpc::record(&engine, "http:match", started, &outcome);
-    Ok(Json(result_json(&outcome?, &t)))
+    Ok(Json(result_json(&outcome?, &t)).into_response())
 }
 
 async fn brands(State(engine): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
