@@ -13,7 +13,9 @@
 # Needs a nightly toolchain (rustup toolchain install nightly); installs cargo-fuzz if it
 # is missing. Corpora live in fuzz/corpus/<target> (not committed) and are seeded on every
 # run from tests/fixtures (images) and tests/fuzz-regressions (hand-made nasty inputs and
-# earlier crashes), so they grow across runs.
+# earlier crashes), so they grow across runs; each run first replays its whole corpus,
+# which takes longer as it grows (the reported time includes it). Shrink one with:
+#   cargo +nightly fuzz cmin <target>
 #
 # A panic, abort, out-of-memory (over FUZZ_RSS_MB, default 2048) or a single input taking
 # over FUZZ_TIMEOUT seconds (default 10) is a crash: libFuzzer writes it to
@@ -29,7 +31,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-120}
 TIMEOUT=${FUZZ_TIMEOUT:-10}
 RSS_MB=${FUZZ_RSS_MB:-2048}
@@ -67,14 +68,14 @@ seed() {
   mkdir -p "$dir"
   if [[ $target == decode_hash ]]; then
     for f in tests/fixtures/*.{jpg,jpeg,png,gif,bmp,tif,tiff,webp}; do
-      [[ -f $f ]] && cp -f "$f" "$dir/fixture-$(basename "$f")"
+      if [[ -f $f ]]; then cp -f "$f" "$dir/fixture-$(basename "$f")"; fi
     done
   fi
   # Every saved regression seeds both targets: image bytes are also interesting as
   # protobuf (and vice versa), and requests carry images.
   if [[ -d tests/fuzz-regressions ]]; then
     for f in tests/fuzz-regressions/*; do
-      [[ -f $f ]] && cp -f "$f" "$dir/regression-$(basename "$f")"
+      if [[ -f $f ]]; then cp -f "$f" "$dir/regression-$(basename "$f")"; fi
     done
   fi
   # libFuzzer skips an empty corpus directory; give it one byte to start from.
@@ -113,13 +114,19 @@ for t in "${targets[@]}"; do
   started=$SECONDS
   set +e
   cargo "+$TOOLCHAIN" fuzz run "$t" "fuzz/corpus/$t" -- "${args[@]}" "${extra[@]}" 2>&1 | tee "$log" |
-    grep --line-buffered -E '^(#[0-9]+[[:space:]]+(pulse|DONE|INITED)|==[0-9]+== ?ERROR|SUMMARY|thread .* panicked|artifact_prefix|Test unit written|stat::|Done [0-9]+ runs)'
+    grep --line-buffered -E '^(#[0-9]+[[:space:]]+(pulse|DONE|INITED)|#[0-9]+: cov:|==[0-9]+== ?ERROR|SUMMARY|thread .* panicked|artifact_prefix|Test unit written|stat::|Done [0-9]+ runs)'
   status=${PIPESTATUS[0]}
   set -e
 
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
   peak=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
+  if [[ -z $execs ]]; then
+    # -fork mode prints no final stats; its last progress line has the totals.
+    last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -n 1 || true)
+    execs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' <<<"$last")
+    rate=$(sed -n 's/.* exec\/s: \([0-9]*\).*/\1/p' <<<"$last")
+  fi
   # libFuzzer's own figure; after a crash it prints none, so the wall-clock time.
   took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
   took=${took:-$((SECONDS - started))}
