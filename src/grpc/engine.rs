@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::auth::{Auth, Principal};
+use super::auth::{Auth, Principal, Role};
 use super::error::ApiError;
 use super::pool::{PoolError, WorkPool};
 use crate::audit::AuditLog;
@@ -65,13 +65,14 @@ impl Engine {
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Engine, IndexError> {
         let index = Index::open(dir, OpenOptions::writable())?;
         let audit = AuditLog::open(dir).map_err(io_err(dir))?;
+        let pool = WorkPool::new(options.max_in_flight, options.max_queued);
         Ok(Engine {
             index: RwLock::new(index),
             audit,
             auth: Auth::open(),
             limits: options.limits,
-            pool: WorkPool::new(options.max_in_flight, options.max_queued),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(pool.rejected_counter()),
+            pool,
         })
     }
 
@@ -110,7 +111,7 @@ impl Engine {
                 slot.1 += n;
             }
         }
-        Ok(self.metrics.render(&by_label, self.pool.in_flight(), self.pool.queued(), self.pool.rejected()))
+        Ok(self.metrics.render(&by_label, self.pool.in_flight(), self.pool.queued()))
     }
 
     /// Readers share the index; a panic in another thread does not make it unusable (every
@@ -196,6 +197,28 @@ impl Engine {
 
     pub fn find(&self, selector: &Selector) -> Result<Vec<Entry>, IndexError> {
         self.read().find(selector)
+    }
+
+    /// The entries a selector names, if `who` may read them (its brands only, unless admin).
+    pub fn find_for(&self, who: &Principal, selector: &Selector) -> Result<Vec<Entry>, ApiError> {
+        if let Selector::External { brand, .. } = selector {
+            who.may_manage(brand)?;
+        }
+        let entries = self.find(selector)?;
+        entries.iter().try_for_each(|e| who.may_manage(&e.brand))?;
+        Ok(entries)
+    }
+
+    /// Delete what a selector names, if `who` may (its brands only, unless admin); the
+    /// audit log records `who`.
+    pub fn delete_for(&self, who: &Principal, selector: &Selector) -> Result<Vec<u64>, ApiError> {
+        who.may_write()?;
+        match selector {
+            Selector::External { brand, .. } => who.may_manage(brand)?,
+            Selector::Id(_) if who.role == Role::Admin => {}
+            Selector::Id(_) => self.find(selector)?.iter().try_for_each(|e| who.may_manage(&e.brand))?,
+        }
+        Ok(self.delete(selector, &who.name)?)
     }
 
     pub fn stats(&self) -> Result<Stats, IndexError> {

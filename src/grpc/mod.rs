@@ -15,7 +15,7 @@ mod pool;
 mod server;
 mod service;
 
-pub(crate) use service::record;
+pub(crate) use service::{blocking, record};
 
 pub use engine::{Content, Engine, EngineOptions};
 pub use error::ApiError;

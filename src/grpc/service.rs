@@ -10,13 +10,13 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::convert::{self, AddItem, MatchItem};
 use super::engine::Engine;
 use super::error::ApiError;
 use super::pb;
 use super::pool::PoolError;
-use crate::index::{AddOutcome, NewEntry, Selector};
+use crate::index::{AddOutcome, NewEntry};
 use crate::matcher::MatchResult;
 
 /// The server gives up this long before the client's deadline, so that its
@@ -63,24 +63,8 @@ fn principal<T>(engine: &Engine, request: &Request<T>) -> Result<Principal, ApiE
     engine.principal(request.metadata().get("authorization").and_then(|v| v.to_str().ok()))
 }
 
-/// Check that `who` may read or change the entries a selector names (for an id: the
-/// entry's brand, if it exists).
-async fn check_selector(engine: &Arc<Engine>, who: &Principal, selector: &Selector) -> Result<(), ApiError> {
-    match selector {
-        Selector::External { brand, .. } => who.may_manage(brand),
-        Selector::Id(_) if who.role == Role::Admin => Ok(()),
-        Selector::Id(_) => {
-            let s = selector.clone();
-            for entry in blocking(engine, move |e| Ok(e.find(&s)?)).await? {
-                who.may_manage(&entry.brand)?;
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Run blocking engine work that is not image work (catalog reads and writes).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     engine: &Arc<Engine>,
     f: impl FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -314,9 +298,8 @@ impl pb::catalog_server::Catalog for CatalogService {
             let who = principal(&self.engine, &request)?;
             who.may_write()?;
             let selector = convert::delete_selector(request.into_inner())?;
-            check_selector(&self.engine, &who, &selector).await?;
             let s = selector.clone();
-            let ids = within(deadline, blocking(&self.engine, move |e| Ok(e.delete(&s, &who.name)?))).await?;
+            let ids = within(deadline, blocking(&self.engine, move |e| e.delete_for(&who, &s))).await?;
             if ids.is_empty() {
                 return Err(ApiError::NotFound(convert::describe(&selector)));
             }
@@ -335,9 +318,8 @@ impl pb::catalog_server::Catalog for CatalogService {
             let who = principal(&self.engine, &request)?;
             who.may_write()?;
             let selector = convert::get_selector(request.into_inner())?;
-            check_selector(&self.engine, &who, &selector).await?;
             let s = selector.clone();
-            let entries = within(deadline, blocking(&self.engine, move |e| Ok(e.find(&s)?))).await?;
+            let entries = within(deadline, blocking(&self.engine, move |e| e.find_for(&who, &s))).await?;
             if entries.is_empty() {
                 return Err(ApiError::NotFound(convert::describe(&selector)));
             }

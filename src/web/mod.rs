@@ -97,9 +97,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, WebError> {
     let started = Instant::now();
-    let e = engine.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || f(&e)).await.unwrap_or_else(|_| Err(ApiError::Pool(PoolError::Panicked)));
+    let outcome = crate::grpc::blocking(engine, f).await;
     crate::grpc::record(engine, endpoint, started, &outcome);
     Ok(outcome?)
 }
@@ -264,12 +262,9 @@ async fn entries(
 async fn entry(State(engine): State<Shared>, Path(id): Path<u64>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
     let who = who(&engine, &headers)?;
     who.may_write()?;
-    let found = blocking(&engine, "http:entry", move |e| Ok(e.find(&Selector::Id(id))?)).await?;
+    let found = blocking(&engine, "http:entry", move |e| e.find_for(&who, &Selector::Id(id))).await?;
     match found.first() {
-        Some(e) => {
-            who.may_manage(&e.brand)?;
-            Ok(Json(entry_json(e)))
-        }
+        Some(e) => Ok(Json(entry_json(e))),
         None => Err(WebError(ApiError::NotFound(format!("no entry with id {id}")))),
     }
 }
@@ -280,13 +275,7 @@ async fn delete_entry(
     headers: HeaderMap,
 ) -> Result<Json<Value>, WebError> {
     let who = who(&engine, &headers)?;
-    who.may_write()?;
-    let found = blocking(&engine, "http:delete", move |e| Ok(e.find(&Selector::Id(id))?)).await?;
-    if let Some(e) = found.first() {
-        who.may_manage(&e.brand)?;
-    }
-    let actor = who.name.clone();
-    let ids = blocking(&engine, "http:delete", move |e| Ok(e.delete(&Selector::Id(id), &actor)?)).await?;
+    let ids = blocking(&engine, "http:delete", move |e| e.delete_for(&who, &Selector::Id(id))).await?;
     if ids.is_empty() {
         return Err(WebError(ApiError::NotFound(format!("no live entry with id {id}"))));
     }
