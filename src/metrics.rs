@@ -24,8 +24,8 @@ struct LabelLabel {
     label: String,
 }
 
-/// The service's metrics. Counters are updated as requests finish; gauges are read from
-/// the engine when scraped.
+/// The service's metrics. Counters are updated as requests finish (the refusal counter is
+/// the work pool's own); gauges are read from the engine when scraped.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -34,12 +34,11 @@ pub struct Metrics {
     entries: Family<LabelLabel, Gauge>,
     in_flight: Gauge,
     queued: Gauge,
-    rejected: Counter,
-    rejected_seen: std::sync::atomic::AtomicU64,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// `rejected`: the work pool's count of requests refused for load.
+    pub fn new(rejected: Counter) -> Self {
         let mut registry = Registry::with_prefix("lookalike");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests answered, by rpc (or HTTP endpoint) and status code", requests.clone());
@@ -56,27 +55,14 @@ impl Default for Metrics {
         registry.register("work_in_flight", "Image jobs running now", in_flight.clone());
         let queued = Gauge::default();
         registry.register("work_queued", "Image jobs waiting for a worker now", queued.clone());
-        let rejected = Counter::default();
         registry.register(
             "rejected_for_load",
             "Requests refused with RESOURCE_EXHAUSTED because the queue was full",
-            rejected.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            latency,
-            images_hashed,
-            entries,
-            in_flight,
-            queued,
             rejected,
-            rejected_seen: Default::default(),
-        }
+        );
+        Metrics { registry, requests, latency, images_hashed, entries, in_flight, queued }
     }
-}
 
-impl Metrics {
     /// One finished request: its rpc (or endpoint), status code name and duration.
     pub fn request(&self, rpc: &str, code: &str, seconds: f64) {
         self.requests.get_or_create(&RequestLabels { rpc: rpc.into(), code: code.into() }).inc();
@@ -88,15 +74,12 @@ impl Metrics {
     }
 
     /// Render in the Prometheus text format, after setting the gauges from current values.
-    pub fn render(&self, entries_by_label: &[(&str, u64)], in_flight: usize, queued: usize, rejected: u64) -> String {
+    pub fn render(&self, entries_by_label: &[(&str, u64)], in_flight: usize, queued: usize) -> String {
         for (label, n) in entries_by_label {
             self.entries.get_or_create(&LabelLabel { label: (*label).into() }).set(*n as i64);
         }
         self.in_flight.set(in_flight as i64);
         self.queued.set(queued as i64);
-        // The pool counts refusals itself; carry the increase over to the counter.
-        let seen = self.rejected_seen.swap(rejected, std::sync::atomic::Ordering::SeqCst);
-        self.rejected.inc_by(rejected.saturating_sub(seen));
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -3,9 +3,10 @@
 //! `max_queued` more wait for a slot, and anything beyond that is refused at once. Memory
 //! therefore stays bounded however many requests arrive.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -25,7 +26,8 @@ pub struct WorkPool {
     max_in_flight: usize,
     max_queued: usize,
     queued: AtomicUsize,
-    rejected: AtomicU64,
+    /// Also exported as a metric (the same counter, shared).
+    rejected: Counter,
 }
 
 /// Decrements a counter when dropped (also when the waiting future is cancelled).
@@ -45,7 +47,7 @@ impl WorkPool {
             max_in_flight,
             max_queued,
             queued: AtomicUsize::new(0),
-            rejected: AtomicU64::new(0),
+            rejected: Counter::default(),
         }
     }
 
@@ -65,7 +67,12 @@ impl WorkPool {
 
     /// Jobs refused as busy since start.
     pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.rejected.get()
+    }
+
+    /// The refusal counter itself, for registering as a metric.
+    pub fn rejected_counter(&self) -> Counter {
+        self.rejected.clone()
     }
 
     /// Run `job` on a blocking thread once a slot is free. Waits in the queue if there is
@@ -83,7 +90,7 @@ impl WorkPool {
                 let ahead = self.queued.fetch_add(1, Ordering::SeqCst);
                 let _waiting = Waiting(&self.queued);
                 if ahead >= self.max_queued {
-                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.rejected.inc();
                     return Err(PoolError::Busy { in_flight: self.in_flight(), queued: ahead });
                 }
                 let acquire = self.permits.clone().acquire_owned();
