@@ -318,6 +318,19 @@ pub struct DeleteArgs {
     pub external_id: Option<String>,
 }
 
+impl DeleteArgs {
+    /// Which entries the arguments name.
+    fn selector(&self) -> Result<Selector> {
+        match (self.id, &self.brand, &self.external_id) {
+            (Some(id), None, None) => Ok(Selector::Id(id)),
+            (None, Some(brand), Some(external_id)) => {
+                Ok(Selector::External { brand: brand.clone(), external_id: external_id.clone() })
+            }
+            _ => bail!("give either --id, or --brand with --external-id"),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct HnswArgs {
     /// Links per node per layer.
@@ -570,27 +583,36 @@ fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
     let mut code = EXIT_OK;
     for path in &args.images {
         let result = read_input(path, limits).and_then(|bytes| Ok(matcher::match_image(&index, &bytes, limits, &q)?));
-        match result {
-            Ok(r) => {
-                if matches!(r.verdict, Verdict::NoMatch | Verdict::LowQuality) {
-                    code = EXIT_PARTIAL;
-                }
-                if args.json {
-                    println!("{}", output::match_json(path, &r));
-                } else {
-                    print!("{}", output::match_table(path, &r));
-                }
-            }
-            Err(e) => {
-                code = EXIT_PARTIAL;
-                if args.json {
-                    println!("{}", serde_json::json!({"path": path.display().to_string(), "error": format!("{e:#}")}));
-                }
-                eprintln!("lookalike: {}: {e:#}", path.display());
-            }
-        }
+        code = code.max(report_match(path, result, args.json));
     }
     Ok(code)
+}
+
+/// Print one queried image's result (table or JSON line) or its error, the same way for
+/// local and remote queries. Returns the exit code it calls for: 1 when the image matched
+/// nothing, was too flat to judge, or failed.
+fn report_match(path: &Path, result: Result<matcher::MatchResult>, json: bool) -> u8 {
+    match result {
+        Ok(r) => {
+            if json {
+                println!("{}", output::match_json(path, &r));
+            } else {
+                print!("{}", output::match_table(path, &r));
+            }
+            if matches!(r.verdict, Verdict::NoMatch | Verdict::LowQuality) {
+                EXIT_PARTIAL
+            } else {
+                EXIT_OK
+            }
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({"path": path.display().to_string(), "error": format!("{e:#}")}));
+            }
+            eprintln!("lookalike: {}: {e:#}", path.display());
+            EXIT_PARTIAL
+        }
+    }
 }
 
 fn hash_files(args: &HashArgs, limits: &DecodeLimits) -> Result<u8> {
@@ -626,13 +648,7 @@ fn stats(data: &Path, args: &StatsArgs) -> Result<u8> {
 }
 
 fn delete(data: &Path, args: &DeleteArgs) -> Result<u8> {
-    let selector = match (args.id, &args.brand, &args.external_id) {
-        (Some(id), None, None) => Selector::Id(id),
-        (None, Some(brand), Some(external_id)) => {
-            Selector::External { brand: brand.clone(), external_id: external_id.clone() }
-        }
-        _ => bail!("give either --id, or --brand with --external-id"),
-    };
+    let selector = args.selector()?;
     let mut index = open_writable(data)?;
     let ids = index.delete(&selector)?;
     crate::audit::AuditLog::open(data)

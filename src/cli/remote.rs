@@ -9,12 +9,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use super::ingest::{self, Plan};
-use super::{output, read_input, Command, DeleteArgs, IndexArgs, QueryArgs, StatsArgs, EXIT_OK, EXIT_PARTIAL};
+use super::{read_input, report_match, Command, DeleteArgs, IndexArgs, QueryArgs, StatsArgs, EXIT_OK, EXIT_PARTIAL};
 use crate::grpc::client::{self, CatalogClient, MatcherClient};
 use crate::grpc::pb;
 use crate::hash::{self, DecodeLimits};
-use crate::index::Label;
-use crate::matcher::Verdict;
+use crate::index::{Label, Selector};
 
 /// Where the server is and how to talk to it.
 pub struct Remote {
@@ -178,25 +177,7 @@ async fn query(server: &Remote, args: &QueryArgs, limits: &DecodeLimits) -> Resu
             Err(status) if status.code() == Code::InvalidArgument => Err(anyhow::anyhow!("{}", status.message())),
             Err(status) => return Err(status_error(status)),
         };
-        match result {
-            Ok(r) => {
-                if matches!(r.verdict, Verdict::NoMatch | Verdict::LowQuality) {
-                    code = EXIT_PARTIAL;
-                }
-                if args.json {
-                    println!("{}", output::match_json(path, &r));
-                } else {
-                    print!("{}", output::match_table(path, &r));
-                }
-            }
-            Err(e) => {
-                code = EXIT_PARTIAL;
-                if args.json {
-                    println!("{}", serde_json::json!({"path": path.display().to_string(), "error": format!("{e:#}")}));
-                }
-                eprintln!("lookalike: {}: {e:#}", path.display());
-            }
-        }
+        code = code.max(report_match(path, result, args.json));
     }
     Ok(code)
 }
@@ -233,13 +214,11 @@ async fn stats(server: &Remote, args: &StatsArgs) -> Result<u8> {
 }
 
 async fn delete(server: &Remote, args: &DeleteArgs) -> Result<u8> {
-    let target = match (args.id, &args.brand, &args.external_id) {
-        (Some(id), None, None) => pb::delete_request::Target::Id(id),
-        (None, Some(brand), Some(external_id)) => pb::delete_request::Target::External(pb::ExternalRef {
-            brand: brand.clone(),
-            external_id: external_id.clone(),
-        }),
-        _ => bail!("give either --id, or --brand with --external-id"),
+    let target = match args.selector()? {
+        Selector::Id(id) => pb::delete_request::Target::Id(id),
+        Selector::External { brand, external_id } => {
+            pb::delete_request::Target::External(pb::ExternalRef { brand, external_id })
+        }
     };
     let mut catalog = CatalogClient::new(server.channel().await?);
     match catalog.delete(server.request(pb::DeleteRequest { target: Some(target) })?).await {
