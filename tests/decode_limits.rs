@@ -1,31 +1,13 @@
 //! Hostile and broken inputs are refused with a precise error, before any large
 //! allocation.
 
+mod common;
+
+use common::png_declaring;
 use lookalike::hash::{hash_image, DecodeLimits, ImageError};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
-}
-
-/// A PNG whose header declares `w`×`h` pixels, followed by a few bytes of junk data
-/// (the header is all a decompression bomb needs to be refused).
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x01, 0x02]);
-    chunk(b"IEND", &[]);
-    out
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! The harness is `fuzz/src/lib.rs` itself, so an input is replayed through exactly the
 //! code that found it. Built-in cases keep the test meaningful without the directory.
 
+mod common;
 #[path = "../fuzz/src/lib.rs"]
 mod harness;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::png_declaring;
 use lookalike::grpc::pb;
 use lookalike::hash::{ImageError, ImageHashes};
 use prost::Message;
@@ -108,26 +110,6 @@ fn every_saved_input_returns_cleanly_through_both_harnesses() {
         inputs.len(),
         failures.join("\n")
     );
-}
-
-/// A PNG whose header declares `w`×`h` pixels, followed by a few bytes of junk data.
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x01, 0x02]);
-    chunk(b"IEND", &[]);
-    out
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -63,3 +63,24 @@ pub fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
     img.write_to(&mut bytes, format).unwrap();
     bytes.into_inner()
 }
+
+/// A PNG whose header declares `w`×`h` pixels, followed by a few bytes of junk data
+/// (the header is all a decompression bomb needs to be refused).
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x01, 0x02]);
+    chunk(b"IEND", &[]);
+    out
+}
