@@ -78,3 +78,38 @@ fn one_pixel_image_hashes_with_zero_quality() {
     let h = hash_image(&png, &DecodeLimits::default()).unwrap();
     assert_eq!((h.width, h.height, h.pdq.quality), (1, 1, 0));
 }
+
+/// A few hundred bytes that declare a 25-megapixel canvas: under the pixel limit, but
+/// no real image compresses that far, and decoding it would cost seconds and a gigabyte.
+#[test]
+fn tiny_file_declaring_a_huge_canvas_is_refused() {
+    let err = hash_image(&png_declaring(5_000, 5_000), &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(err, ImageError::Implausible { width: 5_000, height: 5_000, pixels: 25_000_000, .. }), "{err:?}");
+    assert!(err.to_string().contains("decompression bomb"), "{err}");
+
+    // The same trick in a JPEG: a real 16×16 JPEG whose frame header is patched to 6000×6000.
+    let mut jpeg = common::jpeg(&common::photo(1, 16, 16), 90);
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline JPEG has SOF0");
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0x17, 0x70, 0x17, 0x70]);
+    let err = hash_image(&jpeg, &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(err, ImageError::Implausible { width: 6_000, height: 6_000, .. }), "{err:?}");
+}
+
+/// Large photos are box-averaged before PDQ's filter: the result must stay within a few
+/// bits of hashing the full-size plane, and the reported size is the real one.
+#[test]
+fn large_images_hash_close_to_their_full_size_plane() {
+    let img = common::photo(7, 2400, 1800);
+    let bytes = common::encode(&img, image::ImageFormat::Png);
+    let reduced = hash_image(&bytes, &DecodeLimits::default()).unwrap();
+    assert_eq!((reduced.width, reduced.height), (2400, 1800));
+    let decoded = lookalike::hash::decode(&bytes, &DecodeLimits::default()).unwrap();
+    assert_eq!((decoded.plane_width, decoded.plane_height), (800, 600), "averaged by 3");
+
+    let mut full: Vec<f32> =
+        img.pixels().map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).collect();
+    let full_hash =
+        lookalike::hash::pdq::hash_luma(&mut full, 2400, 1800, &mut lookalike::hash::pdq::PdqScratch::default());
+    let d = reduced.pdq.hash().distance(&full_hash.hash());
+    assert!(d <= 8, "reduced plane is {d} bits from the full-size hash");
+}

@@ -9,7 +9,7 @@ mod hash256;
 pub mod pdq;
 mod phash;
 
-pub use decode::{decode, decode_with_thumbnail, sniff, DecodeLimits, DecodedImage};
+pub use decode::{decode, decode_with_thumbnail, sniff, DecodeLimits, DecodedImage, HASH_SHORT_SIDE};
 pub use hash256::{Hash256, ParseHashError};
 pub use pdq::{Orientation, PdqHashes};
 
@@ -29,6 +29,11 @@ pub enum ImageError {
     TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
     #[error("image has no pixels ({width}×{height})")]
     NoPixels { width: u32, height: u32 },
+    #[error(
+        "image declares {width}×{height} = {pixels} pixels in only {bytes} bytes (more than {per_byte} pixels per byte): \
+         refused as a likely decompression bomb"
+    )]
+    Implausible { width: u32, height: u32, pixels: u64, bytes: usize, per_byte: u64 },
     #[error("corrupt or truncated {format} image: {reason}")]
     Corrupt { format: String, reason: String },
 }
@@ -70,7 +75,7 @@ pub fn hash_image_with_thumbnail(bytes: &[u8], limits: &DecodeLimits) -> Result<
 
 /// Compute all hashes of an already decoded image (its luma plane is used as scratch).
 pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
-    let (w, h) = (decoded.width as usize, decoded.height as usize);
+    let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let mut scratch = pdq::PdqScratch::default();
     let filtered = pdq::filter_and_decimate(&mut decoded.luma, w, h, &mut scratch);
     let pdq = pdq::hash_64x64(&filtered);
