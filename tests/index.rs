@@ -24,6 +24,7 @@ fn entry(i: u64, code: Hash256) -> NewEntry {
         phash: Some(i),
         note: None,
         thumbnail: None,
+        views: Vec::new(),
     }
 }
 
@@ -343,4 +344,64 @@ fn opening_a_missing_index_read_only_says_how_to_create_one() {
     let dir = tempfile::tempdir().unwrap();
     let err = Index::open(&dir.path().join("nope"), OpenOptions::default()).err().unwrap();
     assert!(err.to_string().contains("lookalike index"), "{err}");
+}
+
+#[test]
+fn extra_views_are_searched_recovered_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(23);
+    let (whole, trimmed) = (random_code(&mut rng), random_code(&mut rng));
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    add_all(&mut index, &[random_code(&mut rng)], 0);
+    drop(index);
+    let codes_file = file_of(dir.path(), "codes-");
+    let refs_file = file_of(dir.path(), "refs-");
+    let saved = (std::fs::read(&codes_file).unwrap(), std::fs::read(&refs_file).unwrap());
+
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    index.add(&[NewEntry { views: vec![trimmed], ..entry(2, whole) }]).unwrap();
+    let check = |index: &Index| {
+        assert_eq!(index.records(), 3, "one record per view");
+        let hit =
+            &index.search_radius(&[flip_bits(trimmed, 3, &mut SmallRng::seed_from_u64(1))], 10, &Filter::default())[0];
+        assert_eq!((hit.entry, hit.view, hit.distance), (2, 1, 3));
+        let hit = &index.search_radius(&[whole], 0, &Filter::default())[0];
+        assert_eq!((hit.entry, hit.view), (2, 0));
+        assert_eq!(index.find(&Selector::Id(2)).unwrap()[0].views, vec![trimmed]);
+    };
+    check(&index);
+    drop(index);
+
+    // Lost from the record files (a crash after the catalog commit): both views come back.
+    std::fs::write(&codes_file, &saved.0).unwrap();
+    std::fs::write(&refs_file, &saved.1).unwrap();
+    check(&Index::open(dir.path(), OpenOptions::writable()).unwrap());
+
+    // Rebuilt from the catalog.
+    Index::repair(dir.path()).unwrap();
+    check(&Index::open(dir.path(), OpenOptions::default()).unwrap());
+}
+
+#[test]
+fn a_version_1_catalog_is_upgraded_by_the_first_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(29);
+    let code = random_code(&mut rng);
+    add_all(&mut Index::open(dir.path(), OpenOptions::writable()).unwrap(), &[code], 0);
+    // Turn the catalog back into what the first release wrote.
+    let conn = rusqlite::Connection::open(dir.path().join("catalog.sqlite")).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE entries DROP COLUMN views; UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+
+    match Index::open(dir.path(), OpenOptions::default()) {
+        Err(IndexError::Incompatible(m)) => assert!(m.contains("open it once with a writing command"), "{m}"),
+        other => panic!("a version-1 catalog opened read-only: {:?}", other.map(|_| ())),
+    }
+    let index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    assert_eq!(index.search_radius(&[code], 0, &Filter::default())[0].entry, 1);
+    drop(index);
+    assert!(Index::open(dir.path(), OpenOptions::default()).is_ok(), "upgraded in place");
 }

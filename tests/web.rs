@@ -103,6 +103,7 @@ async fn site(max_body: usize) -> Site {
             phash: h.phash,
             note: Some(format!("{name} note")),
             thumbnail: h.thumbnail,
+            views: h.views,
         });
     }
     engine.add(&entries, "test").unwrap();

@@ -225,6 +225,7 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
         phash: Some(hashes.phash),
         note: row.and_then(|r| r.note.clone()),
         thumbnail: Some(thumbnail),
+        views: hashes.extra_views(),
     }))
 }
 

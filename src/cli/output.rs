@@ -23,6 +23,7 @@ pub fn match_json(path: &Path, r: &MatchResult) -> Value {
                 "distance": m.distance,
                 "orientation": m.orientation.name(),
                 "view": m.view,
+                "query_view": m.query_view,
                 "closeness": m.closeness,
                 "source": m.entry.source,
                 "note": m.entry.note,
@@ -71,7 +72,7 @@ pub fn match_table(path: &Path, r: &MatchResult) -> String {
                 m.entry.label.as_str().to_string(),
                 m.entry.brand.clone(),
                 m.entry.external_id.clone(),
-                m.orientation.describe_match().to_string(),
+                m.describe(),
                 m.entry.source.clone(),
             ]
         })

@@ -102,10 +102,12 @@ pub fn match_result_from_pb(r: pb::MatchResponse) -> anyhow::Result<MatchResult>
                     added_at_ms: 0,
                     deleted_at_ms: None,
                     brand_no: 0,
+                    views: Vec::new(),
                 },
                 distance: m.distance,
                 orientation: orientation_from_pb(m.orientation),
                 view: 0,
+                query_view: 0,
                 closeness,
             })
         })

@@ -100,6 +100,7 @@ pub fn add_item(req: pb::AddImageRequest) -> Result<AddItem, ApiError> {
         phash: None,
         note: Some(req.note).filter(|n| !n.is_empty()),
         thumbnail: None,
+        views: Vec::new(),
     };
     // Refuse bad text before spending time on the image.
     index::validate_entry(&entry)?;
@@ -112,6 +113,7 @@ pub fn with_hashes(mut entry: NewEntry, h: &Hashed) -> NewEntry {
     entry.quality = h.quality;
     entry.phash = h.phash;
     entry.thumbnail = h.thumbnail.clone();
+    entry.views = h.views.clone();
     entry
 }
 
@@ -295,13 +297,13 @@ pub fn match_response(request_id: String, r: MatchResult, total: Duration) -> pb
             .matches
             .into_iter()
             .map(|m| pb::Match {
+                view: m.describe(),
                 id: m.entry.id,
                 brand: m.entry.brand,
                 label: label_to_pb(m.entry.label) as i32,
                 external_id: m.entry.external_id,
                 distance: m.distance,
                 orientation: orientation_to_pb(m.orientation) as i32,
-                view: m.orientation.describe_match().to_string(),
                 closeness: closeness_to_pb(m.closeness) as i32,
                 note: m.entry.note.unwrap_or_default(),
                 source: m.entry.source,

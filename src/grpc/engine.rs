@@ -47,6 +47,8 @@ pub struct Hashed {
     pub quality: Option<u8>,
     pub phash: Option<u64>,
     pub thumbnail: Option<Vec<u8>>,
+    /// Extra views (see `NewEntry::views`).
+    pub views: Vec<Hash256>,
     pub hash_time: Duration,
 }
 
@@ -137,6 +139,7 @@ impl Engine {
                     pdq: h.pdq.hash(),
                     quality: Some(h.pdq.quality),
                     phash: Some(h.phash),
+                    views: h.extra_views(),
                     hash_time: started.elapsed(),
                 })
             }
@@ -147,6 +150,7 @@ impl Engine {
                 quality: *quality,
                 phash: None,
                 thumbnail: None,
+                views: Vec::new(),
                 hash_time: Duration::ZERO,
             }),
         }
@@ -169,7 +173,7 @@ impl Engine {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(PoolError::DeadlineExceeded.into());
                 }
-                let mut result = matcher::match_pdq(&self.read(), &hashes.pdq, Some(hashes.phash), query)?;
+                let mut result = matcher::match_hashes(&self.read(), &hashes, query)?;
                 result.hash_time = hash_time;
                 Ok(result)
             }

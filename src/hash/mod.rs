@@ -8,6 +8,7 @@ mod decode;
 mod hash256;
 pub mod pdq;
 mod phash;
+mod trim;
 
 pub use decode::{decode, decode_with_thumbnail, sniff, DecodeLimits, DecodedImage, HASH_SHORT_SIDE};
 pub use hash256::{Hash256, ParseHashError};
@@ -51,6 +52,30 @@ pub struct ImageHashes {
     pub height: u32,
     /// Format the bytes were decoded as (lowercase, e.g. `jpeg`).
     pub format: &'static str,
+    /// The image with its uniform borders trimmed (letterboxing, padding, the plain
+    /// field around a product), when that removes a worthwhile share of it.
+    pub trimmed: Option<Trimmed>,
+}
+
+/// PDQ of an image's content inside its uniform borders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trimmed {
+    pub pdq: PdqHashes,
+    /// The content rectangle in image pixels: x, y, width, height.
+    pub rect: [u32; 4],
+}
+
+impl ImageHashes {
+    /// The hashes stored for each view of the image: the whole image (view 0), then the
+    /// trimmed content (view 1) if there is one.
+    pub fn views(&self) -> Vec<&PdqHashes> {
+        std::iter::once(&self.pdq).chain(self.trimmed.as_ref().map(|t| &t.pdq)).collect()
+    }
+
+    /// The hashes stored beside the whole-image hash, as views 1, 2, … of an entry.
+    pub fn extra_views(&self) -> Vec<Hash256> {
+        self.trimmed.iter().map(|t| t.pdq.hash()).collect()
+    }
 }
 
 /// SHA-256 of the raw bytes, the identity of a file for idempotent re-indexing.
@@ -77,8 +102,16 @@ pub fn hash_image_with_thumbnail(bytes: &[u8], limits: &DecodeLimits) -> Result<
 pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let mut scratch = pdq::PdqScratch::default();
+    let trimmed = trim::content_rect(&decoded.luma, w, h).map(|rect| {
+        let mut content = trim::crop(&decoded.luma, w, rect);
+        let pdq = pdq::hash_luma(&mut content, rect.width, rect.height, &mut scratch);
+        // Back to image pixels (the plane may be box-averaged).
+        let (sx, sy) = (decoded.width as f64 / w as f64, decoded.height as f64 / h as f64);
+        let scale = |v: usize, s: f64| (v as f64 * s).round() as u32;
+        Trimmed { pdq, rect: [scale(rect.x, sx), scale(rect.y, sy), scale(rect.width, sx), scale(rect.height, sy)] }
+    });
     let filtered = pdq::filter_and_decimate(&mut decoded.luma, w, h, &mut scratch);
     let pdq = pdq::hash_64x64(&filtered);
     let phash = phash::phash_64(&filtered);
-    ImageHashes { pdq, phash, width: decoded.width, height: decoded.height, format: decoded.format }
+    ImageHashes { pdq, phash, width: decoded.width, height: decoded.height, format: decoded.format, trimmed }
 }

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use super::{EntryId, IndexError, Label};
 use crate::hash::Hash256;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// An entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,6 +38,9 @@ pub struct Entry {
     /// Brand number used in the record files.
     #[serde(skip)]
     pub brand_no: u32,
+    /// PDQ hashes of the entry's extra views, view 1 onwards (see [`NewEntry::views`]).
+    #[serde(skip)]
+    pub views: Vec<Hash256>,
 }
 
 fn hex_bytes<S: serde::Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -67,7 +70,13 @@ pub struct NewEntry {
     pub note: Option<String>,
     /// A small JPEG of the image for people to look at (see `hash::THUMBNAIL_SIDE`).
     pub thumbnail: Option<Vec<u8>>,
+    /// PDQ hashes of extra views of the image, stored as views 1, 2, …: e.g. its content
+    /// with uniform borders trimmed (`hash::ImageHashes::views`). At most [`MAX_VIEWS`].
+    pub views: Vec<Hash256>,
 }
+
+/// Most extra views an entry may have.
+pub const MAX_VIEWS: usize = 8;
 
 /// What adding one entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +104,7 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-const ENTRY_COLUMNS: &str = "e.id, b.name, e.label, e.external_id, e.source, e.sha256, e.pdq, e.quality, e.phash, e.note, e.added_at, e.deleted_at, e.brand_id";
+const ENTRY_COLUMNS: &str = "e.id, b.name, e.label, e.external_id, e.source, e.sha256, e.pdq, e.quality, e.phash, e.note, e.added_at, e.deleted_at, e.brand_id, e.views";
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let label: String = row.get(2)?;
@@ -122,6 +131,13 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         added_at_ms: row.get(10)?,
         deleted_at_ms: row.get(11)?,
         brand_no: row.get::<_, i64>(12)? as u32,
+        views: match row.get::<_, Option<Vec<u8>>>(13)? {
+            None => Vec::new(),
+            Some(b) if b.len() % 32 == 0 => {
+                b.chunks_exact(32).map(|c| Hash256::from_le_bytes(c.try_into().expect("32 bytes"))).collect()
+            }
+            Some(_) => return Err(bad("views")),
+        },
     })
 }
 
@@ -162,7 +178,8 @@ impl Catalog {
                      phash INTEGER,
                      note TEXT,
                      added_at INTEGER NOT NULL,
-                     deleted_at INTEGER
+                     deleted_at INTEGER,
+                     views BLOB
                  );
                  CREATE UNIQUE INDEX IF NOT EXISTS entries_identity
                      ON entries (brand_id, label, sha256) WHERE deleted_at IS NULL;
@@ -178,12 +195,32 @@ impl Catalog {
             )
             .map_err(ctx("writing the schema version"))?;
         }
-        let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-            .optional()
-            .map_err(ctx("reading the schema version"))?;
+        let read_version = |conn: &Connection| {
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(ctx("reading the schema version"))
+        };
+        let mut version = read_version(&conn)?;
+        if writable && version.as_deref() == Some("1") {
+            // Version 2 adds the hashes of each entry's extra views (e.g. trimmed borders).
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE entries ADD COLUMN views BLOB;
+                 UPDATE meta SET value = '2' WHERE key = 'schema_version';
+                 COMMIT;",
+            )
+            .map_err(ctx("upgrading the catalog to schema version 2"))?;
+            version = read_version(&conn)?;
+        }
         match version.as_deref().map(str::parse::<i64>) {
             Some(Ok(SCHEMA_VERSION)) => {}
+            Some(Ok(1)) => {
+                return Err(IndexError::Incompatible(format!(
+                    "{}: catalog schema version 1 predates stored views; open it once with a writing command \
+                     (e.g. `lookalike serve` or `lookalike compact`) to upgrade it in place",
+                    path.display()
+                )))
+            }
             other => {
                 return Err(IndexError::Incompatible(format!(
                     "{}: catalog schema version {other:?}; this lookalike reads version {SCHEMA_VERSION}",
@@ -210,8 +247,8 @@ impl Catalog {
                 .map_err(ctx("preparing"))?;
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO entries (brand_id, label, external_id, source, sha256, pdq, quality, phash, note, added_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO entries (brand_id, label, external_id, source, sha256, pdq, quality, phash, note, added_at, views)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(ctx("preparing"))?;
             let mut thumb = tx
@@ -257,7 +294,12 @@ impl Catalog {
                                 e.quality.map(i64::from),
                                 e.phash.map(|p| p as i64),
                                 e.note,
-                                now
+                                now,
+                                (!e.views.is_empty()).then(|| e
+                                    .views
+                                    .iter()
+                                    .flat_map(|v| v.to_le_bytes())
+                                    .collect::<Vec<u8>>())
                             ])
                             .map_err(ctx("inserting an entry"))?;
                         let id = tx.last_insert_rowid();

@@ -29,7 +29,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-pub use catalog::{AddOutcome, Entry, NewEntry, Selector};
+pub use catalog::{AddOutcome, Entry, NewEntry, Selector, MAX_VIEWS};
 pub use hnsw::HnswParams;
 pub use manifest::Manifest;
 
@@ -384,15 +384,23 @@ impl Index {
 
     /// Append records for catalog entries the record files do not have yet.
     fn catch_up(&mut self) -> Result<(), IndexError> {
-        let last_entry = match self.refs.len().checked_sub(1) {
-            Some(last) => self.record_ref(last as u32).entry,
-            None => 0,
-        };
         let mut pending = Vec::new();
-        self.catalog.entries_after(last_entry, &mut |e| {
+        // The last entry's views may have been cut short by an interrupted append: its
+        // records run at the end of the files, views in order, so the missing ones are
+        // those past the last view stored.
+        let last = self.refs.len().checked_sub(1).map(|last| self.record_ref(last as u32));
+        if let Some(r) = last {
+            if let Some(e) = self.catalog.find(&Selector::Id(r.entry))?.into_iter().next() {
+                if e.deleted_at_ms.is_none() {
+                    let all = view_records(e.id, e.brand_no, e.label, e.pdq, &e.views);
+                    pending.extend(all.into_iter().skip(usize::from(r.view) + 1));
+                }
+            }
+        }
+        self.catalog.entries_after(last.map_or(0, |r| r.entry), &mut |e| {
             // Deleted entries are left out: compaction may have dropped them already.
             if e.deleted_at_ms.is_none() {
-                pending.push((e.pdq, Ref { entry: e.id, brand_no: e.brand_no, label: e.label, view: 0 }));
+                pending.extend(view_records(e.id, e.brand_no, e.label, e.pdq, &e.views));
             }
             Ok(())
         })?;
@@ -479,11 +487,10 @@ impl Index {
             .iter()
             .zip(entries)
             .filter_map(|((o, brand_no), e)| match o {
-                AddOutcome::Added(id) => {
-                    Some((e.pdq, Ref { entry: *id, brand_no: *brand_no, label: e.label, view: 0 }))
-                }
+                AddOutcome::Added(id) => Some(view_records(*id, *brand_no, e.label, e.pdq, &e.views)),
                 AddOutcome::AlreadyPresent(_) => None,
             })
+            .flatten()
             .collect();
         if let Err(e) = self.append_records(&new) {
             // The catalog has the entries; the next open (or write) re-appends them.
@@ -733,7 +740,7 @@ impl Index {
         let mut items = Vec::new();
         catalog.entries_after(0, &mut |e| {
             if e.deleted_at_ms.is_none() {
-                items.push((e.pdq, Ref { entry: e.id, brand_no: e.brand_no, label: e.label, view: 0 }));
+                items.extend(view_records(e.id, e.brand_no, e.label, e.pdq, &e.views));
             }
             Ok(())
         })?;
@@ -853,7 +860,22 @@ pub fn validate_entry(e: &NewEntry) -> Result<(), IndexError> {
     if let Some(n) = &e.note {
         validate_text_allow_empty("note", n, MAX_NOTE_BYTES)?;
     }
+    if e.views.len() > MAX_VIEWS {
+        return Err(IndexError::InvalidArgument(format!(
+            "{} extra views, over the limit of {MAX_VIEWS}",
+            e.views.len()
+        )));
+    }
     Ok(())
+}
+
+/// The records of one entry: its whole-image hash as view 0, then its extra views.
+fn view_records(entry: EntryId, brand_no: u32, label: Label, pdq: Hash256, views: &[Hash256]) -> Vec<(Hash256, Ref)> {
+    std::iter::once(pdq)
+        .chain(views.iter().copied())
+        .enumerate()
+        .map(|(view, code)| (code, Ref { entry, brand_no, label, view: view as u8 }))
+        .collect()
 }
 
 /// Longest brand name accepted, in bytes.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::hash::{self, DecodeLimits, Hash256, ImageError, Orientation, PdqHashes};
+use crate::hash::{self, DecodeLimits, Hash256, ImageError, ImageHashes, Orientation};
 use crate::index::{Entry, Filter, Index, IndexError, Label, NearestEngine};
 
 /// What the service concludes about a listing image.
@@ -120,9 +120,24 @@ pub struct Match {
     pub distance: u32,
     /// The orientation of the query's hash that matched.
     pub orientation: Orientation,
-    /// Which stored view matched (0: the whole image).
+    /// Which stored view matched (0: the whole image, 1: its content inside uniform borders).
     pub view: u8,
+    /// Which view of the query matched (same numbering).
+    pub query_view: u8,
     pub closeness: Closeness,
+}
+
+impl Match {
+    /// How the listing relates to the stored photo, in words for a person.
+    pub fn describe(&self) -> String {
+        let turned = self.orientation.describe_match();
+        match (self.query_view, self.view) {
+            (0, 0) => turned.to_string(),
+            (1, 0) => format!("{turned}, once the listing's plain borders are trimmed"),
+            (0, _) => format!("{turned}, against the stored photo without its plain borders"),
+            _ => format!("{turned}, both without their plain borders"),
+        }
+    }
 }
 
 /// The answer for one image.
@@ -160,7 +175,7 @@ pub fn match_image(
     let started = Instant::now();
     let hashes = hash::hash_image(bytes, limits)?;
     let hash_time = started.elapsed();
-    let mut result = match_pdq(index, &hashes.pdq, Some(hashes.phash), query)?;
+    let mut result = match_hashes(index, &hashes, query)?;
     result.hash_time = hash_time;
     Ok(result)
 }
@@ -171,9 +186,21 @@ pub fn match_hash(index: &Index, pdq: Hash256, quality: u8, query: &Query) -> Re
     match_queries(index, pdq, quality, None, &[pdq], query)
 }
 
-/// Match all eight orientations of an image's PDQ hash.
-pub fn match_pdq(index: &Index, pdq: &PdqHashes, phash: Option<u64>, query: &Query) -> Result<MatchResult, MatchError> {
-    match_queries(index, pdq.hash(), pdq.quality, phash, &pdq.dihedral, query)
+/// Match an image in all eight orientations. An image with uniform borders (padding,
+/// letterboxing, the plain field around a product) is matched by its content alone,
+/// against both the whole stored photos and their own trimmed content: two different
+/// products on the same white layout share most of their pixels, so comparing whole
+/// images would call them copies. The quality judged is that of what was compared.
+pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Result<MatchResult, MatchError> {
+    let (view, pdq) = match &hashes.trimmed {
+        Some(t) => (1, &t.pdq),
+        None => (0, &hashes.pdq),
+    };
+    let mut result = match_queries(index, hashes.pdq.hash(), pdq.quality, Some(hashes.phash), &pdq.dihedral, query)?;
+    for m in &mut result.matches {
+        m.query_view = view;
+    }
+    Ok(result)
 }
 
 fn match_queries(
@@ -224,6 +251,7 @@ fn match_queries(
                 distance: h.distance,
                 orientation: Orientation::from_index(h.query).unwrap_or(Orientation::Original),
                 view: h.view,
+                query_view: 0,
                 closeness,
             })
         })

@@ -146,7 +146,7 @@ fn match_json(m: &Match, t: &Thresholds) -> Value {
         "reading": reading(m.distance, t),
         "closeness": match m.closeness { Closeness::Flag => "flag", Closeness::Review => "review", Closeness::Beyond => "beyond" },
         "orientation": m.orientation.name(),
-        "view": m.orientation.describe_match(),
+        "view": m.describe(),
         "thumbnail": thumbnail_url(m.entry.id),
     })
 }
