@@ -52,8 +52,13 @@ impl AuditLog {
             return Ok(());
         }
         let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        file.write_all(text.as_bytes())?;
-        file.sync_data()
+        let before = file.metadata()?.len();
+        let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_data());
+        if written.is_err() {
+            // Never leave part of a line behind: the next line would be glued onto it.
+            let _ = file.set_len(before).and_then(|()| file.sync_data());
+        }
+        written
     }
 
     /// Record the entries an add stored (entries already present changed nothing).

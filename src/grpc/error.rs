@@ -76,7 +76,10 @@ impl ApiError {
             }
             Code::ResourceExhausted if matches!(self, ApiError::Index(_)) => {
                 tracing::error!(error = %self, "storage is full");
-                Status::resource_exhausted(format!("storage is full, nothing was written: {self}"))
+                Status::resource_exhausted(format!(
+                    "storage is full; the write may be incomplete, and resending it is safe \
+                     (what was stored is reported as already present): {self}"
+                ))
             }
             _ => Status::new(code, self.to_string()),
         }

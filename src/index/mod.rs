@@ -482,6 +482,9 @@ impl Index {
         for e in entries {
             validate_entry(e)?;
         }
+        // An earlier add whose record append failed (a full disk) left catalog entries the
+        // record files lack: append them first, or they would never be searchable.
+        self.catch_up()?;
         let outcomes = self.catalog.add(entries)?;
         let new: Vec<(Hash256, Ref)> = outcomes
             .iter()
