@@ -114,25 +114,30 @@ fn blur(img: &Gray) -> Gray {
     const SUM: u32 = 996;
     let (w, h) = (img.w, img.h);
     let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
-    let mut tmp = vec![0u8; w * h];
-    for y in 0..h {
-        let row = &img.px[y * w..(y + 1) * w];
-        for x in 0..w {
-            let mut acc = 0u32;
-            for (k, &c) in K.iter().enumerate() {
-                acc += c * u32::from(row[clamp(x as isize + k as isize - 3, w)]);
-            }
-            tmp[y * w + x] = ((acc + SUM / 2) / SUM) as u8;
+    // Rows: an unclamped interior, clamped edges; kept ×SUM in u32.
+    let mut tmp = vec![0u32; w * h];
+    for (row, out) in img.px.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+        for (x, o) in out.iter_mut().enumerate() {
+            *o = if x >= 3 && x + 3 < w {
+                row[x - 3..x + 4].iter().zip(K).map(|(&v, k)| k * u32::from(v)).sum()
+            } else {
+                K.iter().enumerate().map(|(k, &c)| c * u32::from(row[clamp(x as isize + k as isize - 3, w)])).sum()
+            };
         }
     }
+    // Columns, a row at a time.
+    let mut acc = vec![0u32; w];
     let mut out = vec![0u8; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0u32;
-            for (k, &c) in K.iter().enumerate() {
-                acc += c * u32::from(tmp[clamp(y as isize + k as isize - 3, h) * w + x]);
+    for (y, line) in out.chunks_exact_mut(w).enumerate() {
+        acc.iter_mut().for_each(|a| *a = 0);
+        for (k, &c) in K.iter().enumerate() {
+            let src = &tmp[clamp(y as isize + k as isize - 3, h) * w..][..w];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += c * v;
             }
-            out[y * w + x] = ((acc + SUM / 2) / SUM) as u8;
+        }
+        for (o, &a) in line.iter_mut().zip(&acc) {
+            *o = ((a + SUM * SUM / 2) / (SUM * SUM)) as u8;
         }
     }
     Gray { w, h, px: out }
@@ -165,29 +170,35 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
         return Vec::new();
     }
     let offsets: [isize; 16] = RING.map(|(dx, dy)| dy as isize * w as isize + dx as isize);
-    let t = i32::from(t);
+    let t = i16::from(t);
+    let px = &img.px[..];
     let mut score = vec![0u16; w * h];
     for y in BORDER..h - BORDER {
+        let (up, down, row) = (&px[(y - 3) * w..(y - 2) * w], &px[(y + 3) * w..(y + 4) * w], &px[y * w..(y + 1) * w]);
         for x in BORDER..w - BORDER {
-            let i = y * w + x;
-            let p = i32::from(img.px[i]);
-            let ring = |k: usize| i32::from(img.px[(i as isize + offsets[k]) as usize]);
-            // A 9-arc covers at least two of the four compass pixels.
-            let (c0, c4, c8, c12) = (ring(0), ring(4), ring(8), ring(12));
-            let bright = [c0, c4, c8, c12].iter().filter(|&&v| v > p + t).count();
-            let dark = [c0, c4, c8, c12].iter().filter(|&&v| v < p - t).count();
-            if bright < 2 && dark < 2 {
+            let p = i16::from(row[x]);
+            let (hi, lo) = (p + t, p - t);
+            // A 9-arc of the 16-ring holds ring pixel 0 or 8, and ring pixel 4 or 12.
+            let (v0, v8) = (i16::from(up[x]), i16::from(down[x]));
+            let (b08, d08) = (v0 > hi || v8 > hi, v0 < lo || v8 < lo);
+            if !b08 && !d08 {
                 continue;
             }
+            let (v4, v12) = (i16::from(row[x + 3]), i16::from(row[x - 3]));
+            let (b412, d412) = (v4 > hi || v12 > hi, v4 < lo || v12 < lo);
+            if !(b08 && b412) && !(d08 && d412) {
+                continue;
+            }
+            let i = y * w + x;
             let (mut bmask, mut dmask, mut bsum, mut dsum) = (0u32, 0u32, 0i32, 0i32);
-            for k in 0..16 {
-                let v = ring(k);
-                if v > p + t {
+            for (k, &o) in offsets.iter().enumerate() {
+                let v = i16::from(px[(i as isize + o) as usize]);
+                if v > hi {
                     bmask |= 1 << k;
-                    bsum += v - p - t;
-                } else if v < p - t {
+                    bsum += i32::from(v - hi);
+                } else if v < lo {
                     dmask |= 1 << k;
-                    dsum += p - v - t;
+                    dsum += i32::from(lo - v);
                 }
             }
             let s = if has_arc9(bmask) { bsum } else { 0 }.max(if has_arc9(dmask) { dsum } else { 0 });

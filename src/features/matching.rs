@@ -9,6 +9,8 @@
 //! keypoints' orientation and pyramid level agree with the model's local rotation and
 //! scale there (from the model's Jacobian), which removes most chance agreements.
 
+use std::f32::consts::TAU;
+
 use super::{hamming, Feature, Model, VerifyParams, SCALE_FACTOR};
 
 /// A geometric match between two feature sets.
@@ -371,7 +373,9 @@ fn inliers<'a>(h: &H, ms: &'a [Match], p: &VerifyParams) -> Vec<&'a Match> {
     let tol2 = p.inlier_px * p.inlier_px;
     let angle_tol = p.angle_tolerance_deg.to_radians();
     let projective = h[6] != 0.0 || h[7] != 0.0;
-    let global = scale_rotation(h, (0.0, 0.0));
+    let levels = |scale: f32| scale.ln() / SCALE_FACTOR.ln();
+    let (global_scale, global_rot) = scale_rotation(h, (0.0, 0.0));
+    let global_levels = levels(global_scale);
     ms.iter()
         .filter(|m| {
             let (x, y) = apply(h, m.q);
@@ -379,12 +383,17 @@ fn inliers<'a>(h: &H, ms: &'a [Match], p: &VerifyParams) -> Vec<&'a Match> {
             if dx * dx + dy * dy > tol2 {
                 return false;
             }
-            let (scale, rot) = if projective { scale_rotation(h, m.q) } else { global };
-            if (m.dlevel - scale.ln() / SCALE_FACTOR.ln()).abs() > p.level_tolerance {
+            let (dlevel, rot) = if projective {
+                let (scale, rot) = scale_rotation(h, m.q);
+                (levels(scale), rot)
+            } else {
+                (global_levels, global_rot)
+            };
+            if (m.dlevel - dlevel).abs() > p.level_tolerance {
                 return false;
             }
-            let da = (m.dangle - rot).sin().atan2((m.dangle - rot).cos());
-            da.abs() <= angle_tol
+            let da = m.dangle - rot;
+            (da - TAU * (da / TAU).round()).abs() <= angle_tol
         })
         .collect()
 }

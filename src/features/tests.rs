@@ -723,3 +723,78 @@ fn report() {
         verified.len()
     );
 }
+
+/// Not a check: costs on this machine. Run in release, single-threaded:
+/// `cargo test --release --lib features::tests::costs -- --ignored --nocapture --test-threads 1`
+#[test]
+#[ignore]
+fn costs() {
+    use std::time::Instant;
+    let photo = resized(&fixture_rgb("astronaut.jpg"), 1000, 1000);
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&photo).unwrap();
+    let decoded = decode(&bytes, &DecodeLimits::default()).unwrap();
+    // The machine may be shared: besides wall time (best and median of 9 batches), the
+    // thread's own CPU time (Linux schedstat), which does not count time spent waiting
+    // for a core.
+    let cpu_ns = || -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        stat.split_whitespace().next()?.parse().ok()
+    };
+    let time = |what: &str, runs: u32, f: &mut dyn FnMut()| {
+        f();
+        let mut cpu = Vec::new();
+        let mut batches: Vec<f64> = (0..9)
+            .map(|_| {
+                let (start, cpu0) = (Instant::now(), cpu_ns());
+                for _ in 0..runs {
+                    f();
+                }
+                if let (Some(a), Some(b)) = (cpu0, cpu_ns()) {
+                    cpu.push((b - a) / 1e3 / f64::from(runs));
+                }
+                start.elapsed().as_secs_f64() * 1e6 / f64::from(runs)
+            })
+            .collect();
+        batches.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        let cpu = cpu.get(cpu.len() / 2).map_or("-".to_string(), |c| format!("{c:.1}"));
+        eprintln!("{what:56} wall best {:>8.1} µs, median {:>8.1} µs; cpu median {cpu:>8} µs", batches[0], batches[4]);
+    };
+    let (index, query) = (ExtractParams::default(), ExtractParams::query());
+    time("decode 1000×1000 JPEG (for scale, not part of extract)", 5, &mut || {
+        std::hint::black_box(decode(&bytes, &DecodeLimits::default()).unwrap());
+    });
+    time("extract 1000×1000, index params (256 features)", 10, &mut || {
+        std::hint::black_box(extract_decoded(&decoded, &index));
+    });
+    time("extract 1000×1000, query params (512 features)", 10, &mut || {
+        std::hint::black_box(extract_decoded(&decoded, &query));
+    });
+    let stored = extract_decoded(&decoded, &index);
+    let listing = query_features(&crop(&photo, 0.25, 0.0, 0.75, 0.75));
+    let other = index_features(&fixture_rgb("coffee.jpg"));
+    let p = VerifyParams::default();
+    time("verify 512 vs 256, a match (crop)", 100, &mut || {
+        std::hint::black_box(verify(&listing, &stored, &p));
+    });
+    time("verify 512 vs 256, unrelated", 100, &mut || {
+        std::hint::black_box(verify(&listing, &other, &p));
+    });
+    let small = index_features(&crop(&photo, 0.25, 0.0, 0.75, 0.75));
+    time("verify 256 vs 256, a match (crop)", 100, &mut || {
+        std::hint::black_box(verify(&small, &stored, &p));
+    });
+    time("verify 256 vs 256, unrelated", 100, &mut || {
+        std::hint::black_box(verify(&small, &other, &p));
+    });
+    let encoded = to_bytes(&stored);
+    time("to_bytes + from_bytes, 256 features", 2000, &mut || {
+        std::hint::black_box(from_bytes(&to_bytes(&stored)).unwrap());
+    });
+    eprintln!(
+        "stored bytes per image: {} ({} features × {BYTES_PER_FEATURE} + {HEADER_BYTES})",
+        encoded.len(),
+        stored.len()
+    );
+}
