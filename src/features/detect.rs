@@ -186,7 +186,7 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
             }
             let (v4, v12) = (i16::from(row[x + 3]), i16::from(row[x - 3]));
             let (b412, d412) = (v4 > hi || v12 > hi, v4 < lo || v12 < lo);
-            if !(b08 && b412) && !(d08 && d412) {
+            if !(b08 && b412 || d08 && d412) {
                 continue;
             }
             let i = y * w + x;

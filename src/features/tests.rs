@@ -150,11 +150,11 @@ fn screenshot(photo: &RgbImage, share: f32) -> RgbImage {
     draw_text(&mut out, "SHOP", 12, top / 3 + 8, (top / 3) as f32, 3.0, [20, 20, 20]);
     imageops::overlay(&mut out, photo, i64::from((cw - pw) / 2), i64::from(top));
     let below = top + ph + 8;
-    let line = ((ch - below) / 8).max(4);
+    let line = (ch.saturating_sub(below) / 8).max(4);
     for k in 0..3 {
         fill_rect(&mut out, 12, below + k * 2 * line, cw / 2 + (k % 2) * cw / 5, line, [120, 120, 120]);
     }
-    fill_rect(&mut out, 12, below + 6 * line, cw - 24, (ch - below - 6 * line).saturating_sub(4), [0, 110, 230]);
+    fill_rect(&mut out, 12, below + 6 * line, cw - 24, ch.saturating_sub(below + 6 * line + 4), [0, 110, 230]);
     out
 }
 
@@ -466,7 +466,8 @@ fn mirroring_features_equals_extracting_from_the_mirror() {
     for d in &derived {
         let twin = direct.iter().find(|f| f.level == d.level && f.x.abs_diff(d.x) <= 16 && f.y.abs_diff(d.y) <= 16);
         if let Some(t) = twin {
-            assert!(t.angle.abs_diff(d.angle).min(255 - t.angle.abs_diff(d.angle) + 1) <= 3, "{t:?} vs {d:?}");
+            let turn = t.angle.wrapping_sub(d.angle);
+            assert!(turn.min(turn.wrapping_neg()) <= 3, "{t:?} vs {d:?}");
             assert!(t.distance(d) <= 24, "descriptor distance {} at {:?}", t.distance(d), d.pos());
             same += 1;
         }
