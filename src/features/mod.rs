@@ -29,6 +29,34 @@
 //! Storage: [`to_bytes`] / [`from_bytes`], [`BYTES_PER_FEATURE`] (38) bytes a feature
 //! plus a [`HEADER_BYTES`] (5) byte header: 9,733 bytes for the default 256 features.
 //! Extracted features are already quantised to what is stored, so a round trip is exact.
+//!
+//! # Use
+//! ```no_run
+//! use lookalike::features::{extract_decoded, mirrored, verify, working_size, ExtractParams, VerifyParams};
+//! # fn demo(stored_image: &lookalike::hash::DecodedImage, listing: &lookalike::hash::DecodedImage) {
+//! // At indexing: 256 features per image, stored with `to_bytes`.
+//! let stored = extract_decoded(stored_image, &ExtractParams::default());
+//! // At query time: more features for the listing, which may hold the picture in a corner.
+//! let params = ExtractParams::query();
+//! let query = extract_decoded(listing, &params);
+//! let found = verify(&query, &stored, &VerifyParams::default()).or_else(|| {
+//!     let (w, _) = working_size(listing.width, listing.height, &params);
+//!     verify(&mirrored(&query, w), &stored, &VerifyParams::default()) // a mirrored copy
+//! });
+//! # }
+//! ```
+//!
+//! # Limits (measured by the tests and the `report` test in `tests.rs`)
+//! - Corners need texture: a blurred or flat image (the blurred Hubble fixture: 55
+//!   features) survives rotations and mirrors but not crops or collages.
+//! - Wordmarks in the same font that share two or more letters in the same arrangement
+//!   can verify on that shared part (35 of 504 pairs of different marks in the tests'
+//!   stick font: KRUSTY / VAULT, MINT / TWIN, FLAME / WHEAT…); different logos with
+//!   different emblems, and words without such a run, do not.
+//! - A thin line-art logo drawn straight onto a busy photo (no card behind it) is not
+//!   found: most of each descriptor's patch is the photo.
+//! - Strong perspective (the far edge at 60 % of the near one) is found for most photos,
+//!   not all: the RANSAC seeds are similarities.
 
 mod detect;
 mod matching;
@@ -237,8 +265,9 @@ pub struct VerifyParams {
     pub min_inliers: usize,
     /// …covering at least this share of one of the two images (see
     /// [`Verification::query_coverage`]): a crop covers most of the query; a collage
-    /// tile, a screenshot's photo or a placed logo most of the candidate; a letter or two
-    /// that different wordmarks in one font have in common, under half of either…
+    /// tile, a screenshot's photo or a placed logo most of the candidate; a single letter
+    /// two wordmarks in one font have in common, well under half (two or more shared
+    /// letters in the same arrangement can pass: see the module's limits)…
     pub min_coverage: f32,
     /// …spanning at least this share of the region the two images share under the
     /// transform (see [`Verification::span`])…
