@@ -418,3 +418,51 @@ mod tests {
         assert!((orientation(&img, 32, 32) - std::f32::consts::FRAC_PI_2).abs() < 1e-3);
     }
 }
+
+#[cfg(test)]
+mod stage_costs {
+    use super::*;
+
+    /// Not a check: CPU time per stage on a 512 × 512 level.
+    /// `cargo test --release --lib features::detect::stage_costs -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn stage_costs() {
+        let cpu_us = || -> f64 {
+            let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+            stat.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e3
+        };
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/astronaut.jpg");
+        let img = image::open(path).unwrap().resize_exact(1000, 1000, image::imageops::FilterType::Triangle).to_luma8();
+        let luma: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
+        let runs = 20;
+        let stage = |what: &str, f: &mut dyn FnMut()| {
+            let start = cpu_us();
+            for _ in 0..runs {
+                f();
+            }
+            eprintln!("{what:40} {:8.1} µs cpu", (cpu_us() - start) / f64::from(runs));
+        };
+        let base = resize(&luma, 1000, 1000, 512, 512);
+        let g = to_gray(&base, 512, 512);
+        stage("resize 1000² → 512²", &mut || drop(std::hint::black_box(resize(&luma, 1000, 1000, 512, 512))));
+        stage("resize 512² → 362²", &mut || drop(std::hint::black_box(resize(&base, 512, 512, 362, 362))));
+        stage("to_gray 512²", &mut || drop(std::hint::black_box(to_gray(&base, 512, 512))));
+        stage("fast9 512², t = 20", &mut || drop(std::hint::black_box(fast9(&g, 20))));
+        let corners = fast9(&g, 20);
+        stage("harris on every fast9 corner", &mut || {
+            std::hint::black_box(corners.iter().map(|&(x, y)| harris(&g, x, y)).sum::<f32>());
+        });
+        stage("blur 512²", &mut || drop(std::hint::black_box(blur(&g))));
+        let smooth = blur(&g);
+        stage("orientation + describe × 100", &mut || {
+            for &(x, y) in corners.iter().take(100) {
+                std::hint::black_box(describe(&smooth, x, y, orientation(&g, x, y)));
+            }
+        });
+        stage("extract (all of it)", &mut || {
+            drop(std::hint::black_box(extract(&luma, 1000, 1000, &ExtractParams::default())));
+        });
+        eprintln!("{} corners at t = 20", corners.len());
+    }
+}
