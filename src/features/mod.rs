@@ -40,7 +40,7 @@
 //! let params = ExtractParams::query();
 //! let query = extract_decoded(listing, &params);
 //! let found = verify(&query, &stored, &VerifyParams::default()).or_else(|| {
-//!     let (w, _) = working_size(listing.width, listing.height, &params);
+//!     let (w, _) = working_size(listing.plane_width, listing.plane_height, &params);
 //!     verify(&mirrored(&query, w), &stored, &VerifyParams::default()) // a mirrored copy
 //! });
 //! # }
@@ -200,9 +200,12 @@ pub fn extract(luma: &[f32], width: u32, height: u32, params: &ExtractParams) ->
     detect::extract(luma, width, height, &params)
 }
 
-/// [`extract`] on a decoded image.
+/// [`extract`] on a decoded image's luma plane (`plane_width × plane_height`: large
+/// images come box-averaged to a shorter side of at least 512, still more than the
+/// working image needs). Coordinates are in the working image of that plane: use
+/// [`working_size`] with `plane_width` and `plane_height`.
 pub fn extract_decoded(image: &crate::hash::DecodedImage, params: &ExtractParams) -> Vec<Feature> {
-    extract(&image.luma, image.width, image.height, params)
+    extract(&image.luma, image.plane_width, image.plane_height, params)
 }
 
 /// The features of the left–right mirror of an image whose working image is
