@@ -11,6 +11,8 @@
 //!   truth; append-only memory-mapped record files and multi-index hashing tables answer
 //!   exact radius queries; an optional HNSW graph answers approximate k-nearest ones.
 //!   Every acknowledged write survives a crash; damaged files are detected by checksum.
+//! - [`features`]: local features (oriented FAST + steered BRIEF) and their geometric
+//!   verification, for what a global hash misses: crops, collages, screenshots, rotations.
 //! - [`matcher`]: query policy: search all orientations, merge per entry, apply the
 //!   flag/review distances and the quality floor, and give a verdict.
 //! - [`grpc`]: the tonic service (`Catalog`, `Matcher`, health, reflection). Its
@@ -25,6 +27,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod features;
 pub mod grpc;
 pub mod hash;
 pub mod index;
