@@ -16,6 +16,18 @@
 //! - `inproc`: the same images through `Engine::match_content`, on one thread and on
 //!   `--threads` threads (default: all cores): the floor the service is measured against.
 //! - `all`: the three in turn on the same images, then the ratios.
+//! - `overload`: phase 1 finds the sustainable Match rate (closed loop, 4 × cores callers);
+//!   phase 2 offers twice that, open loop (every request its own task, `--deadline` 2 s),
+//!   for `--duration` (300 s); phase 3 offers half of it for `--recovery` (30 s). Per
+//!   `--window` (10 s): sent, OK, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, other, lost,
+//!   admitted p50/p99 and the server's VmRSS; then a verdict. Fails if a request got no
+//!   status, or VmRSS grew over phase 2 by more than `--rss-margin` % (and 16 MiB).
+//! - `memory`: `--clients` (16) connections send ~30 MiB bodies in turn for `--duration`
+//!   (60 s): a noisy JPEG and a 100-megapixel PNG that decode, random junk, and a PNG
+//!   header declaring 60000×60000 followed by junk. The server's VmRSS is sampled every
+//!   20 ms; its peak and VmHWM are set against the bound its limits imply. `--streams`
+//!   puts several requests on each connection, `--max-in-flight` / `--max-queued` go to
+//!   the server. Both modes need a spawned server (they read /proc/PID/status).
 //!
 //! Every mode warms up (`--warmup`, 1 s), then runs `--repeat` times for `--duration`
 //! seconds. A call counts if it completed inside the window; throughput is calls over the
@@ -43,24 +55,30 @@
 //! cargo run --release --example loadgen -- stream --in-flight 16
 //! cargo run --release --example loadgen -- match --server http://127.0.0.1:50051
 //! cargo run --release --example loadgen -- inproc --images ~/photos --size 1500
+//! cargo run --release --example loadgen -- overload
+//! cargo run --release --example loadgen -- memory --max-in-flight 1
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Cursor, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
-use image::{DynamicImage, ImageDecoder};
+use image::{DynamicImage, ImageDecoder, ImageEncoder};
 use lookalike::grpc::client::{connect, MatcherClient};
-use lookalike::grpc::{pb, Content, Engine, EngineOptions};
+use lookalike::grpc::{pb, Content, Engine, EngineOptions, ServeOptions};
 use lookalike::hash::{hash_image, DecodeLimits};
 use lookalike::matcher::Query;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
@@ -77,7 +95,9 @@ use tonic::transport::Channel;
     after_help = "Examples:\n  \
         cargo run --release --example loadgen -- all --duration 5 --repeat 3\n  \
         cargo run --release --example loadgen -- stream --in-flight 16\n  \
-        cargo run --release --example loadgen -- match --server http://127.0.0.1:50051"
+        cargo run --release --example loadgen -- match --server http://127.0.0.1:50051\n  \
+        cargo run --release --example loadgen -- overload --duration 300\n  \
+        cargo run --release --example loadgen -- memory --clients 16 --duration 60"
 )]
 struct Args {
     /// What to measure.
@@ -100,9 +120,9 @@ struct Args {
     /// Spawn a fresh server on a temporary catalog of the photos (the default without --server).
     #[arg(long, conflicts_with = "server")]
     spawn: bool,
-    /// Seconds measured per run.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    duration: f64,
+    /// Seconds measured per run [default: 10; overload: 300, its phase 2; memory: 60].
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
     /// Seconds of warm-up per mode before the measured runs.
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     warmup: f64,
@@ -115,6 +135,40 @@ struct Args {
     /// Threads for the "all cores" in-process run [default: the number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
+    /// overload: seconds of phase 1, which finds the sustainable rate (closed loop).
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
+    calibrate: f64,
+    /// overload: seconds of phase 3, at half the sustainable rate.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    recovery: f64,
+    /// overload: seconds per table row.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    window: f64,
+    /// overload, memory: deadline of every request (grpc-timeout) [default: overload 2, memory 30].
+    #[arg(long, value_name = "SECS")]
+    deadline: Option<f64>,
+    /// overload: fail if the server's VmRSS grows over phase 2 by more than this percentage
+    /// (and more than 16 MiB).
+    #[arg(long, default_value_t = 20.0, value_name = "PCT")]
+    rss_margin: f64,
+    /// memory: concurrent clients, each on its own connection.
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    clients: u32,
+    /// memory: requests each client keeps outstanding on its connection (HTTP/2 streams).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    streams: u32,
+    /// memory: payload kinds sent in turn.
+    #[arg(long, value_delimiter = ',', default_value = "jpeg,png,junk,bomb", value_parser = ["jpeg", "png", "junk", "bomb"])]
+    kinds: Vec<String>,
+    /// memory: size of every payload in MiB (under the server's 32 MiB message limit).
+    #[arg(long, default_value_t = 30.0, value_name = "MIB")]
+    payload_mib: f64,
+    /// overload, memory: --max-in-flight of the spawned server [default: its own, 2 × cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: Option<u64>,
+    /// overload, memory: --max-queued of the spawned server [default: its own, 8 × cores].
+    #[arg(long, value_name = "N")]
+    max_queued: Option<u64>,
     /// The `lookalike` binary used to build the catalog and serve [default: the one beside
     /// this example's build directory, rebuilt first when run through cargo].
     #[arg(long, value_name = "PATH")]
@@ -131,11 +185,26 @@ enum Mode {
     Inproc,
     /// match, stream and inproc on the same photos, then the service/in-process ratios.
     All,
+    /// A spawned server at 2× its sustainable Match rate for --duration (after calibrating),
+    /// then at 0.5×: outcomes, latency and server VmRSS per --window.
+    Overload,
+    /// A spawned server fed ~30 MB images (and junk) by --clients connections: peak VmRSS
+    /// against the bound the server's limits imply.
+    Memory,
 }
 
 impl Args {
     fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.duration)
+        let default = match self.mode {
+            Mode::Overload => 300.0,
+            Mode::Memory => 60.0,
+            _ => 10.0,
+        };
+        Duration::from_secs_f64(self.duration.unwrap_or(default))
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.deadline.unwrap_or(if self.mode == Mode::Memory { 30.0 } else { 2.0 }))
     }
 
     fn warmup(&self) -> Duration {
@@ -143,7 +212,14 @@ impl Args {
     }
 
     fn check(&self) -> Result<()> {
-        ensure!(self.duration.is_finite() && self.duration > 0.0, "--duration must be positive");
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        ensure!(self.duration.is_none_or(positive), "--duration must be positive");
+        ensure!(self.deadline.is_none_or(positive), "--deadline must be positive");
+        ensure!(
+            positive(self.calibrate) && positive(self.recovery) && positive(self.window),
+            "--calibrate, --recovery and --window must be positive"
+        );
+        ensure!(positive(self.payload_mib) && self.payload_mib < 32.0, "--payload-mib must be between 0 and 32");
         ensure!(self.warmup.is_finite() && self.warmup >= 0.0, "--warmup must be zero or positive");
         Ok(())
     }
@@ -329,11 +405,12 @@ impl Server {
     /// The server's own grace period is 10 s; give it a little more.
     const SHUTDOWN: Duration = Duration::from_secs(15);
 
-    fn start(bin: &Path, data: &Path) -> Result<Server> {
+    fn start(bin: &Path, data: &Path, extra: &[String]) -> Result<Server> {
         let mut child = lookalike_command(bin, data)
             // Ephemeral ports for gRPC and for the HTTP side (moderator page, metrics), which
             // stays on as deployed but must not collide with another server on its default port.
             .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -856,6 +933,769 @@ fn print_ratios(summary: &Summary) {
     }
 }
 
+// ---- overload and memory: a spawned server under pressure, its memory read from /proc ----
+
+/// A `/proc/PID/status` field given in kB (VmRSS, VmHWM), in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    Some(value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()? * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// VmRSS of a process, sampled on a thread of its own (not slowed by the client's runtime).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<(Instant, u64)>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32, every: Duration) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                samples.extend(proc_status_bytes(pid, "VmRSS").map(|rss| (Instant::now(), rss)));
+                std::thread::sleep(every);
+            }
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(Instant, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// Largest sample in [from, to).
+fn rss_max(samples: &[(Instant, u64)], from: Instant, to: Instant) -> Option<u64> {
+    samples.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, rss)| *rss).max()
+}
+
+/// What became of one request. `ClientTimeout`: the client's own timer fired before the
+/// server's DEADLINE_EXCEEDED arrived. `Hung`: nothing at all within deadline + 5 s.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Reply {
+    Ok,
+    Busy,
+    Deadline,
+    ClientTimeout,
+    Invalid,
+    Wrong,
+    Other(i32),
+    Hung,
+}
+
+const HUNG_AFTER: Duration = Duration::from_secs(5);
+
+/// One unary Match with a deadline; an OK answer must carry `expect` (a PDQ hash), if given.
+async fn timed_match(
+    mut client: MatcherClient<Channel>,
+    message: pb::MatchRequest,
+    deadline: Duration,
+    expect: Option<&str>,
+) -> (Reply, Duration) {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let reply = match tokio::time::timeout(deadline + HUNG_AFTER, client.r#match(request)).await {
+        Err(_) => Reply::Hung,
+        Ok(Ok(r)) if r.get_ref().error.is_none() && expect.is_none_or(|pdq| r.get_ref().pdq == pdq) => Reply::Ok,
+        Ok(Ok(_)) => Reply::Wrong,
+        Ok(Err(s)) => match s.code() {
+            tonic::Code::ResourceExhausted => Reply::Busy,
+            tonic::Code::DeadlineExceeded => Reply::Deadline,
+            tonic::Code::Cancelled if s.message().contains("Timeout expired") => Reply::ClientTimeout,
+            tonic::Code::InvalidArgument => Reply::Invalid,
+            code => Reply::Other(code as i32),
+        },
+    };
+    (reply, started.elapsed())
+}
+
+/// Outcomes of a set of requests, and the latencies of the successful ones.
+#[derive(Default)]
+struct Tally {
+    sent: usize,
+    replies: BTreeMap<Reply, usize>,
+    ok: Vec<Duration>,
+}
+
+impl Tally {
+    fn add(&mut self, reply: Reply, latency: Duration) {
+        *self.replies.entry(reply).or_default() += 1;
+        if reply == Reply::Ok {
+            self.ok.push(latency);
+        }
+    }
+
+    fn count(&self, which: impl Fn(Reply) -> bool) -> usize {
+        self.replies.iter().filter(|(r, _)| which(**r)).map(|(_, n)| n).sum()
+    }
+
+    /// Requests with no status: hung, or never reported at all.
+    fn lost(&self) -> usize {
+        self.sent - self.count(|r| r != Reply::Hung)
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let mut ok = self.ok.clone();
+        ok.sort_unstable();
+        percentile_ms(&ok, p)
+    }
+}
+
+/// How /metrics names the status of a reply (or what happened instead of one).
+fn code_name(reply: Reply) -> String {
+    match reply {
+        Reply::Ok => "Ok".into(),
+        Reply::Busy => "ResourceExhausted".into(),
+        Reply::Deadline => "DeadlineExceeded".into(),
+        Reply::Invalid => "InvalidArgument".into(),
+        Reply::Other(c) => format!("{:?}", tonic::Code::from(c)),
+        other => format!("{other:?} (client side)"),
+    }
+}
+
+/// Replies by status, e.g. {"InvalidArgument": 3, "Ok": 10}.
+fn by_code<'a>(replies: impl Iterator<Item = &'a Reply>) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    replies.for_each(|r| *counts.entry(code_name(*r)).or_default() += 1);
+    counts
+}
+
+/// The spawned server's `lookalike_requests_total` for `rpc`, by code (from /metrics).
+fn server_request_counts(server: &Server, rpc: &str) -> Option<BTreeMap<String, u64>> {
+    let lines = lines_of(&server.log);
+    let addr: SocketAddr =
+        lines.iter().find_map(|l| l.split_once("moderator page on http://")?.1.split('/').next()?.parse().ok())?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: loadgen\r\n\r\n").ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).ok()?;
+    let wanted = format!("rpc=\"{rpc}\"");
+    let counts = text.lines().filter(|l| l.starts_with("lookalike_requests_total{") && l.contains(&wanted));
+    let parse = |l: &str| -> Option<(String, u64)> {
+        let code = l.split_once("code=\"")?.1.split('"').next()?.to_string();
+        Some((code, l.rsplit(' ').next()?.parse::<f64>().ok()? as u64))
+    };
+    Some(counts.filter_map(parse).collect())
+}
+
+/// The overload run's ledger: every request sent (phase, offset from the phase's start),
+/// and every answer (phase, offset, reply, latency).
+#[derive(Default)]
+struct Ledger {
+    sent: Vec<(usize, Duration)>,
+    done: Vec<(usize, Duration, Reply, Duration)>,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Requests ready to clone, with the PDQ hash each answer must carry.
+type Prepared = Arc<Vec<(pb::MatchRequest, String)>>;
+
+/// One request of `phase` on a task of its own, recorded in the ledger when it ends.
+fn send_one(
+    tasks: &mut JoinSet<()>,
+    client: &MatcherClient<Channel>,
+    prepared: &Prepared,
+    n: usize,
+    phase: (usize, Instant),
+    deadline: Duration,
+    ledger: &Shared<Ledger>,
+) {
+    let at = phase.1.elapsed();
+    locked(ledger).sent.push((phase.0, at));
+    let (client, prepared, ledger) = (client.clone(), prepared.clone(), ledger.clone());
+    tasks.spawn(async move {
+        let (request, pdq) = &prepared[n % prepared.len()];
+        let (reply, latency) = timed_match(client, request.clone(), deadline, Some(pdq)).await;
+        locked(&ledger).done.push((phase.0, at, reply, latency));
+    });
+}
+
+/// Closed loop: `workers` callers one request after another each, for `length`.
+async fn closed_loop(
+    client: &MatcherClient<Channel>,
+    prepared: &Prepared,
+    workers: usize,
+    phase: (usize, Instant),
+    length: Duration,
+    deadline: Duration,
+    ledger: &Shared<Ledger>,
+) {
+    let mut callers = JoinSet::new();
+    for w in 0..workers {
+        let (client, prepared, ledger) = (client.clone(), prepared.clone(), ledger.clone());
+        callers.spawn(async move {
+            let mut n = w;
+            while phase.1.elapsed() < length {
+                let mut one = JoinSet::new();
+                send_one(&mut one, &client, &prepared, n, phase, deadline, &ledger);
+                while one.join_next().await.is_some() {}
+                n += 1;
+            }
+        });
+    }
+    while callers.join_next().await.is_some() {}
+}
+
+/// Open loop: a request every 1/`rate` s for `length`, each on its own task (left in
+/// `tasks`), whatever happens to the earlier ones. Prints progress every `window`.
+#[allow(clippy::too_many_arguments)]
+async fn open_loop(
+    tasks: &mut JoinSet<()>,
+    client: &MatcherClient<Channel>,
+    prepared: &Prepared,
+    rate: f64,
+    phase: (usize, Instant),
+    length: Duration,
+    deadline: Duration,
+    ledger: &Shared<Ledger>,
+    (window, pid): (Duration, u32),
+) {
+    let mut next_report = window;
+    for n in 0.. {
+        let due = Duration::from_secs_f64(n as f64 / rate);
+        if due >= length {
+            break;
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(phase.1 + due)).await;
+        send_one(tasks, client, prepared, n, phase, deadline, ledger);
+        while tasks.try_join_next().is_some() {}
+        if due >= next_report {
+            let done = by_code(locked(ledger).done.iter().filter(|d| d.0 == phase.0).map(|d| &d.2));
+            let rss = proc_status_bytes(pid, "VmRSS").map_or(f64::NAN, mib);
+            eprintln!(
+                "loadgen: phase {} at {:>3.0} s: sent {n}, {done:?}, VmRSS {rss:.1} MiB",
+                phase.0 + 1,
+                due.as_secs_f64()
+            );
+            next_report += window;
+        }
+    }
+}
+
+/// What `overload` measured, phase by phase: (name, start, length, target rate).
+struct PhaseRun {
+    name: &'static str,
+    began: Instant,
+    length: Duration,
+}
+
+/// Overload: calibrate, 2× for --duration, 0.5× for --recovery. Ok(false) when a request
+/// was lost or memory grew beyond the margin.
+async fn overload(args: &Args, server: &Server, photos: &[Photo]) -> Result<bool> {
+    let pid = server.child.id();
+    let url = format!("http://{}", server.addr);
+    let client = MatcherClient::new(connect(&url).await?);
+    let prepared: Prepared = Arc::new(photos.iter().map(|p| (match_request(p), p.pdq.clone())).collect());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let in_flight = args.max_in_flight.unwrap_or(2 * cores);
+    let queued = args.max_queued.unwrap_or(8 * cores);
+    let (deadline, window) = (args.deadline(), Duration::from_secs_f64(args.window));
+    let ledger: Shared<Ledger> = Arc::default();
+    let workers = (2 * in_flight).min(in_flight + queued).max(1) as usize;
+    println!(
+        "\nserver pool: {in_flight} in flight + {queued} queued; request deadline {:.1} s; load average at start {}",
+        deadline.as_secs_f64(),
+        load_average()
+    );
+    let idle_rss = proc_status_bytes(pid, "VmRSS").unwrap_or(0);
+    // The warm-up is phase 9: in the ledger (for the /metrics cross-check), not in the table.
+    closed_loop(&client, &prepared, workers, (9, Instant::now()), args.warmup(), deadline, &ledger).await;
+    let sampler = RssSampler::start(pid, Duration::from_millis(100));
+
+    let calibrate = Duration::from_secs_f64(args.calibrate);
+    let mut phases = vec![PhaseRun { name: "1 calib", began: Instant::now(), length: calibrate }];
+    eprintln!("loadgen: phase 1: closed loop, {workers} callers, {:.0} s", calibrate.as_secs_f64());
+    closed_loop(&client, &prepared, workers, (0, phases[0].began), calibrate, deadline, &ledger).await;
+    let calibrated = locked(&ledger).done.iter().filter(|d| d.0 == 0 && d.2 == Reply::Ok && d.1 < calibrate).count();
+    let rate = calibrated as f64 / calibrate.as_secs_f64();
+    ensure!(rate > 0.0, "phase 1 had no successful Match call: nothing to calibrate on");
+    println!("phase 1: sustainable rate {rate:.1} Match/s ({workers} callers in a closed loop)");
+
+    let mut tasks = JoinSet::new();
+    let (length2, length3) = (args.duration(), Duration::from_secs_f64(args.recovery));
+    // Phase 3 runs at half the sustainable rate: the calibrated one, or what phase 2 (which
+    // saturates the server) admitted over its last minute if less, since other jobs on a
+    // shared machine can take capacity away meanwhile.
+    let mut rate3 = rate / 2.0;
+    for (phase, name, length) in [(1, "2 over", length2), (2, "3 recov", length3)] {
+        let began = Instant::now();
+        phases.push(PhaseRun { name, began, length });
+        let target = if phase == 1 { 2.0 * rate } else { rate3 };
+        eprintln!("loadgen: phase {}: open loop at {target:.1}/s for {:.0} s", phase + 1, length.as_secs_f64());
+        let p = (phase, began);
+        open_loop(&mut tasks, &client, &prepared, target, p, length, deadline, &ledger, (window, pid)).await;
+        if phase == 1 {
+            let span = (length.saturating_sub(Duration::from_secs(61)), length.saturating_sub(Duration::from_secs(1)));
+            let ok = locked(&ledger)
+                .done
+                .iter()
+                .filter(|d| d.0 == 1 && d.2 == Reply::Ok && d.1 >= span.0 && d.1 < span.1)
+                .count();
+            let recent = ok as f64 / (span.1 - span.0).as_secs_f64().max(1e-3);
+            rate3 = rate3.min(recent / 2.0);
+            println!("phase 3 rate: 0.5 × min(calibrated {rate:.1}/s, admitted over phase 2's last minute {recent:.1}/s) = {rate3:.1}/s");
+        }
+    }
+    let mut panicked = 0;
+    while let Some(joined) = tasks.join_next().await {
+        panicked += usize::from(joined.is_err());
+    }
+    let ended = Instant::now();
+    let rss = sampler.finish();
+    let hwm = proc_status_bytes(pid, "VmHWM").unwrap_or(0);
+    let ledger = std::mem::take(&mut *locked(&ledger));
+
+    // Per window and per phase.
+    println!(
+        "\n{:<8} {:>9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5} {:>7} {:>8} {:>8} {:>9}",
+        "phase", "window s", "sent", "OK", "BUSY", "DEADLN", "other", "lost", "OK/s", "p50 ms", "p99 ms", "RSS MiB"
+    );
+    let row = |phase: &str, span: &str, t: &Tally, secs: f64, rss: Option<u64>| {
+        let deadline = t.count(|r| matches!(r, Reply::Deadline | Reply::ClientTimeout));
+        let other = t.count(|r| matches!(r, Reply::Invalid | Reply::Wrong | Reply::Other(_)));
+        println!(
+            "{phase:<8} {span:>9} {:>6} {:>6} {:>6} {deadline:>6} {other:>6} {:>5} {:>7.1} {:>8.1} {:>8.1} {:>9}",
+            t.sent,
+            t.ok.len(),
+            t.count(|r| r == Reply::Busy),
+            t.lost(),
+            t.ok.len() as f64 / secs,
+            t.percentile(0.5),
+            t.percentile(0.99),
+            rss.map_or_else(|| "-".into(), |b| format!("{:.1}", mib(b)))
+        );
+    };
+    let mut totals: Vec<Tally> = Vec::new();
+    let (mut window_rss, mut window_p99): (Vec<Vec<u64>>, Vec<Vec<f64>>) = (Vec::new(), Vec::new());
+    for (p, phase) in phases.iter().enumerate() {
+        let windows = (phase.length.as_secs_f64() / window.as_secs_f64()).ceil().max(1.0) as usize;
+        let slot = |at: &Duration| ((at.as_secs_f64() / window.as_secs_f64()) as usize).min(windows - 1);
+        let mut per: Vec<Tally> = (0..windows).map(|_| Tally::default()).collect();
+        let mut total = Tally::default();
+        for (_, at) in ledger.sent.iter().filter(|s| s.0 == p) {
+            per[slot(at)].sent += 1;
+            total.sent += 1;
+        }
+        for (_, at, reply, latency) in ledger.done.iter().filter(|d| d.0 == p) {
+            per[slot(at)].add(*reply, *latency);
+            total.add(*reply, *latency);
+        }
+        let (mut maxima, mut p99s) = (Vec::new(), Vec::new());
+        for (w, t) in per.iter().enumerate() {
+            let from = window.mul_f64(w as f64);
+            let to = (from + window).min(phase.length);
+            let r = rss_max(&rss, phase.began + from, phase.began + to);
+            maxima.extend(r);
+            p99s.push(t.percentile(0.99));
+            let span = format!("{:.0}-{:.0}", from.as_secs_f64(), to.as_secs_f64());
+            row(phase.name, &span, t, (to - from).as_secs_f64(), r);
+        }
+        let end = phases.get(p + 1).map_or(ended, |next| next.began);
+        row(phase.name, "all", &total, phase.length.as_secs_f64(), rss_max(&rss, phase.began, end));
+        println!();
+        totals.push(total);
+        window_rss.push(maxima);
+        window_p99.push(p99s);
+    }
+
+    // Verdict.
+    let sent: usize = totals.iter().map(|t| t.sent).sum();
+    let answered: usize = totals.iter().map(|t| t.count(|r| r != Reply::Hung)).sum();
+    let hung: usize = totals.iter().map(|t| t.count(|r| r == Reply::Hung)).sum();
+    let lost = sent - answered;
+    println!("== Verdict ==  (load average at end {})", load_average());
+    println!(
+        "accounting: {sent} sent, {answered} with exactly one status, {hung} hung past deadline + {} s, {} never reported, {panicked} tasks panicked → {}",
+        HUNG_AFTER.as_secs(),
+        lost - hung,
+        if lost == 0 && panicked == 0 { "PASS" } else { "FAIL: requests lost" }
+    );
+    if let Some(server_counts) = server_request_counts(server, "Match") {
+        let client_counts = by_code(ledger.done.iter().map(|d| &d.2));
+        let same = if server_counts == client_counts { "the same" } else { "DIFFERENT" };
+        println!(
+            "server /metrics, Match by code (warm-up included): {server_counts:?}; client: {client_counts:?} → {same}"
+        );
+    }
+    let (p1, p1_50, p2) = (totals[0].percentile(0.99), totals[0].percentile(0.5), totals[1].percentile(0.99));
+    // Admitted requests wait behind at most in-flight + queued others, so by Little's law
+    // their mean latency is about (in flight + queued) / throughput; the deadline caps all.
+    let (secs2, t2) = (args.duration().as_secs_f64(), &totals[1]);
+    let admitted = t2.ok.len() as f64 / secs2;
+    let mean_ms = t2.ok.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / t2.ok.len().max(1) as f64;
+    let worst_p99 = window_p99[1].iter().copied().fold(0.0, f64::max);
+    let deadlines = t2.count(|r| matches!(r, Reply::Deadline | Reply::ClientTimeout));
+    println!(
+        "phase 2: offered {:.1}/s, admitted {admitted:.1}/s ({:.0}% of the calibrated rate), BUSY {:.1}%, DEADLINE {deadlines}; \
+         admitted mean {mean_ms:.0} ms (Little: {} / {admitted:.1}/s = {:.0} ms), p99 {p2:.1} ms, worst window p99 {worst_p99:.1} ms → {}",
+        t2.sent as f64 / secs2,
+        100.0 * admitted / rate,
+        100.0 * t2.count(|r| r == Reply::Busy) as f64 / t2.sent.max(1) as f64,
+        in_flight + queued,
+        (in_flight + queued) as f64 * 1e3 / admitted,
+        if worst_p99 < deadline.as_secs_f64() * 1e3 && deadlines == 0 { "bounded (under the deadline)" } else { "WARN: unbounded" }
+    );
+    // Growth: the largest window of phase 2's second half against the largest of its first
+    // half (which absorbs the allocator's and thread pool's warm-up); trend: the second half.
+    let w2 = &window_rss[1];
+    let (first, second) = w2.split_at(w2.len() / 2);
+    let (start, end) = (first.iter().copied().max().unwrap_or(0), second.iter().copied().max().unwrap_or(0));
+    let allowed = (start as f64 * args.rss_margin / 100.0).max(16.0 * 1024.0 * 1024.0);
+    let grew = end as f64 - start as f64 > allowed;
+    println!(
+        "memory: VmRSS idle {:.1} MiB; phase 2 max over its first half {:.1} MiB, over its second half {:.1} MiB ({:+.1} MiB), \
+         trend over the second half {:+.2} MiB/min; VmHWM {:.1} MiB; allowed growth max({}%, 16 MiB) = {:.1} MiB → {}",
+        mib(idle_rss),
+        mib(start),
+        mib(end),
+        (end as f64 - start as f64) / 1048576.0,
+        slope_per_min(second, window),
+        mib(hwm),
+        args.rss_margin,
+        allowed / 1048576.0,
+        if grew { "FAIL: memory grew" } else { "PASS" }
+    );
+    // Phase 3 after its first window, which still drains phase 2's queue.
+    let mut settled =
+        Tally { sent: ledger.sent.iter().filter(|s| s.0 == 2 && s.1 >= window).count(), ..Tally::default() };
+    ledger.done.iter().filter(|d| d.0 == 2 && d.1 >= window).for_each(|d| settled.add(d.2, d.3));
+    for (label, t) in [("phase 3 (0.5×)", &totals[2]), ("  after its first window", &settled)] {
+        let busy = t.count(|r| r == Reply::Busy);
+        println!(
+            "{label}: {} sent, BUSY {busy} ({:.2}%), DEADLINE {}; p50 {:.1} ms, p99 {:.1} ms (phase 1: p50 {p1_50:.1} ms, p99 {p1:.1} ms)",
+            t.sent,
+            100.0 * busy as f64 / t.sent.max(1) as f64,
+            t.count(|r| matches!(r, Reply::Deadline | Reply::ClientTimeout)),
+            t.percentile(0.5),
+            t.percentile(0.99),
+        );
+    }
+    // Recovered: (nearly) every request admitted, and no queueing left: p50 at or under
+    // phase 1's (which ran saturated). The p99 is shown; on a shared machine it is noise.
+    let recovered =
+        settled.count(|r| r != Reply::Ok) as f64 <= 0.01 * settled.sent as f64 && settled.percentile(0.5) <= p1_50;
+    println!("  → {}", if recovered { "recovered" } else { "WARN: not recovered" });
+    Ok(lost == 0 && panicked == 0 && !grew)
+}
+
+/// Least-squares slope of per-window values (bytes), in MiB per minute.
+fn slope_per_min(values: &[u64], window: Duration) -> f64 {
+    let n = values.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let xs: Vec<f64> = (0..values.len()).map(|i| i as f64 * window.as_secs_f64() / 60.0).collect();
+    let (mx, my) = (xs.iter().sum::<f64>() / n, values.iter().map(|&v| mib(v)).sum::<f64>() / n);
+    let num: f64 = xs.iter().zip(values).map(|(x, &v)| (x - mx) * (mib(v) - my)).sum();
+    num / xs.iter().map(|x| (x - mx).powi(2)).sum::<f64>()
+}
+
+/// A memory-mode request body.
+struct Payload {
+    kind: &'static str,
+    about: String,
+    bytes: Vec<u8>,
+}
+
+/// Noisy gradient RGB pixels (a photo-like image that compresses badly).
+fn noisy_pixels(w: u32, h: u32, rng: &mut SmallRng) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let n = rng.next_u32();
+        let base = [(x / 7) as u8, (y / 5) as u8, ((x + y) / 11) as u8];
+        image::Rgb([0, 1, 2].map(|c| base[c].wrapping_add((n >> (8 * c)) as u8 / 3)))
+    })
+}
+
+/// Four ~`target`-byte bodies: a noisy JPEG that decodes, a PNG at the pixel limit that
+/// decodes, random junk, and a PNG header declaring 60000×60000 followed by junk.
+fn memory_payloads(target: usize, max_pixels: u64) -> Result<Vec<Payload>> {
+    let mut rng = SmallRng::seed_from_u64(0x10ad);
+    let jpeg_of = |img: &image::RgbImage| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92).encode_image(img)?;
+        Ok(out)
+    };
+    // JPEG: size the image from a sample's bytes per pixel, then shrink until it fits.
+    let per_pixel = jpeg_of(&noisy_pixels(512, 512, &mut rng))?.len() as f64 / (512.0 * 512.0);
+    let mut pixels = (target as f64 * 0.98 / per_pixel).min(max_pixels as f64);
+    let jpeg = loop {
+        let w = (pixels * 4.0 / 3.0).sqrt() as u32;
+        let h = (pixels / f64::from(w)) as u32;
+        let bytes = jpeg_of(&noisy_pixels(w, h, &mut rng))?;
+        if bytes.len() <= target {
+            break Payload {
+                kind: "jpeg",
+                about: format!("noisy JPEG q92 {w}×{h} ({:.1} MP)", f64::from(w * h) / 1e6),
+                bytes,
+            };
+        }
+        pixels *= 0.97 * target as f64 / bytes.len() as f64;
+    };
+    // PNG: as many pixels as the limit allows, a gradient with `n` rows of noise spread
+    // over it; `n` sized from the cost of the gradient alone, then shrunk until it fits.
+    let side = (max_pixels as f64).sqrt() as u32;
+    let (w, h) = (side, (max_pixels / u64::from(side)) as u32);
+    let mut png_with = |n: u32| -> Result<Vec<u8>> {
+        let mut img =
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x / 40) as u8, (y / 40) as u8, (y / 80) as u8]));
+        for row in img.rows_mut().step_by((h / n.max(1)).max(1) as usize).take(n as usize) {
+            row.for_each(|p| p.0 = rng.next_u32().to_le_bytes()[..3].try_into().unwrap_or([0; 3]));
+        }
+        let mut png = Vec::new();
+        let (fast, adaptive) = (image::codecs::png::CompressionType::Fast, image::codecs::png::FilterType::Adaptive);
+        image::codecs::png::PngEncoder::new_with_quality(&mut png, fast, adaptive).write_image(
+            &img,
+            w,
+            h,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        Ok(png)
+    };
+    let base = png_with(0)?.len() as f64;
+    let mut n = ((target as f64 * 0.97 - base) / (3.0 * f64::from(w))).max(0.0);
+    let png = loop {
+        let bytes = png_with(n as u32)?;
+        if bytes.len() <= target {
+            break bytes;
+        }
+        ensure!(n >= 1.0, "a {w}×{h} gradient PNG alone is {base} bytes, over {target}");
+        n *= (target as f64 * 0.95 - base) / (bytes.len() as f64 - base);
+    };
+    let png = Payload {
+        kind: "png",
+        about: format!("PNG RGB8 {w}×{h} ({:.1} MP)", f64::from(w) * f64::from(h) / 1e6),
+        bytes: png,
+    };
+    // Junk: random bytes (no image signature).
+    let mut junk = vec![0u8; target];
+    rng.fill_bytes(&mut junk);
+    junk[..4].copy_from_slice(b"junk");
+    // Bomb: a valid PNG signature and IHDR declaring 60000×60000 RGB, then junk in an IDAT.
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    };
+    let ihdr: Vec<u8> =
+        [60000u32.to_be_bytes(), 60000u32.to_be_bytes()].concat().into_iter().chain([8, 2, 0, 0, 0]).collect();
+    chunk(&mut bomb, b"IHDR", &ihdr);
+    let filler = target - bomb.len() - 12;
+    chunk(&mut bomb, b"IDAT", &junk[..filler]);
+    Ok(vec![
+        jpeg,
+        png,
+        Payload { kind: "junk", about: "random bytes".into(), bytes: junk },
+        Payload { kind: "bomb", about: "PNG header 60000×60000, then junk".into(), bytes: bomb },
+    ])
+}
+
+/// Memory: --clients connections sending the payloads in turn for --duration; peak VmRSS
+/// against the bound. Ok(false) when the peak is over the bound.
+async fn memory(args: &Args, server: &Server) -> Result<bool> {
+    let pid = server.child.id();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let in_flight = args.max_in_flight.unwrap_or(2 * cores);
+    let queued = args.max_queued.unwrap_or(8 * cores);
+    let max_message = ServeOptions::default().max_message_bytes as u64;
+    let max_pixels = DecodeLimits::DEFAULT_MAX_PIXELS;
+    let target = (args.payload_mib * 1048576.0) as usize;
+    let made = Instant::now();
+    let mut payloads = memory_payloads(target, max_pixels)?;
+    payloads.retain(|p| args.kinds.iter().any(|k| k == p.kind));
+    let payloads = Arc::new(payloads);
+    println!("\npayloads (made in {:.1} s):", made.elapsed().as_secs_f64());
+    for p in payloads.iter() {
+        println!("  {:<5} {:>9} bytes ({:.1} MiB)  {}", p.kind, p.bytes.len(), mib(p.bytes.len() as u64), p.about);
+    }
+    let url = format!("http://{}", server.addr);
+    let (clients, streams, deadline, duration) =
+        (args.clients as usize, args.streams as usize, args.deadline(), args.duration());
+    println!(
+        "server pool: {in_flight} in flight + {queued} queued; {clients} clients, one connection each, {streams} request(s) outstanding on each; deadline {:.0} s; load average at start {}",
+        deadline.as_secs_f64(),
+        load_average()
+    );
+    let idle = proc_status_bytes(pid, "VmRSS").unwrap_or(0);
+    let sampler = RssSampler::start(pid, Duration::from_millis(20));
+    let began = Instant::now();
+    let results: Shared<Vec<(usize, Reply, Duration)>> = Arc::default();
+    let (mut callers, mut clients_of) = (JoinSet::new(), Vec::new());
+    for (c, s) in (0..clients).flat_map(|c| (0..streams).map(move |s| (c, s))) {
+        if s == 0 {
+            clients_of.push(MatcherClient::new(connect(&url).await?));
+        }
+        let (client, payloads, results) = (clients_of[c].clone(), payloads.clone(), results.clone());
+        callers.spawn(async move {
+            for n in c * streams + s.. {
+                if began.elapsed() >= duration {
+                    break;
+                }
+                let kind = n % payloads.len();
+                let request = pb::MatchRequest {
+                    query: Some(pb::match_request::Query::Image(payloads[kind].bytes.clone())),
+                    ..Default::default()
+                };
+                let (reply, latency) = timed_match(client.clone(), request, deadline, None).await;
+                locked(&results).push((kind, reply, latency));
+            }
+        });
+    }
+    while callers.join_next().await.is_some() {}
+    let load_ended = Instant::now();
+    let elapsed = (load_ended - began).as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = proc_status_bytes(pid, "VmRSS").unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let later = proc_status_bytes(pid, "VmRSS").unwrap_or(0);
+    let rss = sampler.finish();
+    let hwm = proc_status_bytes(pid, "VmHWM").unwrap_or(0);
+    let results = std::mem::take(&mut *locked(&results));
+
+    println!(
+        "\n{:<6} {:>6} {:>6} {:>8} {:>6} {:>8} {:>6} {:>5} {:>9} {:>9}",
+        "kind", "sent", "OK", "INVALID", "BUSY", "DEADLINE", "other", "lost", "p50 ms", "max ms"
+    );
+    for (k, p) in payloads.iter().enumerate() {
+        let (mut t, mut latencies) = (Tally::default(), Vec::new());
+        for (_, reply, latency) in results.iter().filter(|r| r.0 == k) {
+            t.add(*reply, *latency);
+            latencies.push(*latency);
+        }
+        t.sent = latencies.len();
+        latencies.sort_unstable();
+        println!(
+            "{:<6} {:>6} {:>6} {:>8} {:>6} {:>8} {:>6} {:>5} {:>9.0} {:>9.0}",
+            p.kind,
+            t.sent,
+            t.ok.len(),
+            t.count(|r| r == Reply::Invalid),
+            t.count(|r| r == Reply::Busy),
+            t.count(|r| matches!(r, Reply::Deadline | Reply::ClientTimeout)),
+            t.count(|r| matches!(r, Reply::Wrong | Reply::Other(_))),
+            t.count(|r| r == Reply::Hung),
+            percentile_ms(&latencies, 0.5),
+            percentile_ms(&latencies, 1.0),
+        );
+    }
+    let bytes_sent: u64 = results.iter().map(|r| payloads[r.0].bytes.len() as u64).sum();
+    println!(
+        "total: {} requests in {:.0} s ({:.1}/s, {:.0} MiB/s of payload); by status: {:?}",
+        results.len(),
+        elapsed,
+        results.len() as f64 / elapsed,
+        mib(bytes_sent) / elapsed,
+        by_code(results.iter().map(|r| &r.1))
+    );
+    if let Some(counts) = server_request_counts(server, "Match") {
+        println!("server /metrics, Match by code: {counts:?}");
+    }
+    print!("server VmRSS, max per 5 s (MiB):");
+    for s in (0..).map(|i| Duration::from_secs(5 * i)).take_while(|s| began + *s < load_ended) {
+        print!(
+            " {:.0}",
+            rss_max(&rss, began + s, (began + s + Duration::from_secs(5)).min(load_ended)).map_or(f64::NAN, mib)
+        );
+    }
+    let sampled_peak = rss.iter().map(|s| s.1).max().unwrap_or(0);
+    println!(
+        "\nserver VmRSS: idle {:.1} MiB, sampled peak {:.1} MiB; after the load +3 s {:.1} MiB, +15 s {:.1} MiB; VmHWM {:.1} MiB",
+        mib(idle),
+        mib(sampled_peak),
+        mib(after),
+        mib(later),
+        mib(hwm)
+    );
+    // The formula: a whole message buffered per connection, a decoded image per job, the
+    // index (the idle RSS). Per the code: every outstanding request (clients × streams: the
+    // server does not limit HTTP/2 streams) holds tonic's buffer and, briefly, the decoded
+    // copy of its bytes; a job holds the decoded image (RGB8 3 B/px, RGBA8 4) and its f32
+    // luma plane (4 B/px), plus conversions and allocator slack: the README budgets 12 B/px
+    // (a 100 MP PNG alone measured 0.78 GB over idle at a785e6f, 1.1 GB at f7ffe40).
+    let (conns, outstanding) = (clients as u64, (clients * streams) as u64);
+    let (rgb, mp) = (in_flight * max_pixels * 3, max_pixels / 1_000_000);
+    let formula = idle + conns * max_message + rgb;
+    let code = idle + 2 * outstanding * max_message + in_flight * max_pixels * 12;
+    println!(
+        "bound (formula): idle {:.0} + {conns} connections × {:.0} MiB + {in_flight} in flight × {mp} MP × 3 B/px (RGB8) {:.0} = {:.0} MiB",
+        mib(idle),
+        mib(max_message),
+        mib(rgb),
+        mib(formula)
+    );
+    println!(
+        "bound (per the code): idle {:.0} + 2 × {outstanding} outstanding × {:.0} MiB + {in_flight} in flight × {mp} MP × 12 B/px {:.0} = {:.0} MiB",
+        mib(idle),
+        mib(max_message),
+        mib(in_flight * max_pixels * 12),
+        mib(code)
+    );
+    let peak = hwm.max(sampled_peak);
+    println!(
+        "verdict: peak {:.0} MiB = {:.0}% of the formula, {:.0}% of the per-code bound → {}  (load average at end {})",
+        mib(peak),
+        100.0 * peak as f64 / formula as f64,
+        100.0 * peak as f64 / code as f64,
+        if peak <= code { "bounded" } else { "FAIL: over the bound" },
+        load_average()
+    );
+    Ok(peak <= code && !results.iter().any(|r| r.1 == Reply::Hung))
+}
+
+/// overload and memory: spawn a server on the photos' catalog, run the mode, stop it.
+fn pressure(args: &Args, photos: &[Photo]) -> Result<()> {
+    ensure!(
+        args.server.is_none(),
+        "{:?} reads the server's memory from /proc: it spawns its own server (drop --server)",
+        args.mode
+    );
+    let bin = lookalike_binary(args.lookalike_bin.as_deref())?;
+    let catalog = Catalog::build(&bin, photos)?;
+    let mut extra = Vec::new();
+    for (flag, value) in [("--max-in-flight", args.max_in_flight), ("--max-queued", args.max_queued)] {
+        extra.extend(value.map(|v| [flag.to_string(), v.to_string()]).into_iter().flatten());
+    }
+    let server = Server::start(&bin, &catalog.data(), &extra)?;
+    let shown = extra.iter().map(|a| format!(" {a}")).collect::<String>();
+    println!("server: spawned lookalike serve{shown} (pid {}) on {}", server.child.id(), server.addr);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let passed = runtime.block_on(async {
+        match args.mode {
+            Mode::Memory => memory(args, &server).await,
+            _ => overload(args, &server, photos).await,
+        }
+    })?;
+    drop(runtime);
+    server.stop()?;
+    ensure!(passed, "{:?}: the verdict above failed", args.mode);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -872,10 +1712,11 @@ fn run(args: &Args) -> Result<()> {
     println!("command: cargo run --release --example loadgen -- {}", shown.join(" "));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let profile = if cfg!(debug_assertions) { "debug (numbers are meaningless: use --release)" } else { "release" };
-    println!(
-        "machine: {cores} cores; loadgen build: {profile}; {} s per run after {} s warm-up, {} runs per mode",
-        args.duration, args.warmup, args.repeat
-    );
+    let (secs, warmup, repeat) = (args.duration().as_secs_f64(), args.warmup, args.repeat);
+    match args.mode {
+        Mode::Overload | Mode::Memory => println!("machine: {cores} cores; loadgen build: {profile}; {secs} s under load"),
+        _ => println!("machine: {cores} cores; loadgen build: {profile}; {secs} s per run after {warmup} s warm-up, {repeat} runs per mode"),
+    }
 
     let default_images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let (images_dir, images_shown) = match &args.images {
@@ -904,6 +1745,9 @@ fn run(args: &Args) -> Result<()> {
         );
     }
 
+    if matches!(args.mode, Mode::Overload | Mode::Memory) {
+        return pressure(args, &photos);
+    }
     let wants_service = matches!(args.mode, Mode::Match | Mode::Stream | Mode::All);
     let wants_inproc = matches!(args.mode, Mode::Inproc | Mode::All);
     let remote = if args.spawn { None } else { args.server.clone() };
@@ -924,7 +1768,7 @@ fn run(args: &Args) -> Result<()> {
             }
             None => {
                 let (bin, catalog) = local.as_ref().context("no local catalog to serve")?;
-                let server = Server::start(bin, &catalog.data())?;
+                let server = Server::start(bin, &catalog.data(), &[])?;
                 println!(
                     "server: spawned lookalike serve (pid {}) on {} over the temporary catalog",
                     server.child.id(),
