@@ -14,6 +14,10 @@ use super::engine::Engine;
 use super::pb::{self, catalog_server::CatalogServer, matcher_server::MatcherServer};
 use super::service::{CatalogService, MatcherService};
 
+/// Concurrent HTTP/2 streams (calls) one connection may have open: each may hold up
+/// to `max_message_bytes` while it is received.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -87,7 +91,9 @@ pub async fn serve(
         conn
     });
     let stop = Arc::new(tokio::sync::Notify::new());
-    let mut builder = Server::builder();
+    // hyper's default of 200 concurrent streams per connection is lifted by tonic; each
+    // stream may buffer a whole message before the work pool can refuse it, so cap it.
+    let mut builder = Server::builder().max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if let Some((cert, key)) = &options.tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder
