@@ -12,7 +12,7 @@ use tonic_health::ServingStatus;
 
 use super::engine::Engine;
 use super::pb::{self, catalog_server::CatalogServer, matcher_server::MatcherServer};
-use super::service::{CatalogService, MatcherService};
+use super::service::{Arrived, CatalogService, MatcherService};
 
 /// Concurrent HTTP/2 streams (calls) one connection may have open: each may hold up
 /// to `max_message_bytes` while it is received.
@@ -51,6 +51,12 @@ fn correct_status(mut response: http::Response<tonic::body::Body>) -> http::Resp
         response.headers_mut().insert("grpc-status", http::HeaderValue::from(corrected as i32));
     }
     response
+}
+
+/// Records when the call's headers arrived: its deadline counts from then.
+fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
+    request.extensions_mut().insert(Arrived(std::time::Instant::now()));
+    request
 }
 
 /// Serve on `listener` until `shutdown` resolves. Then: report NOT_SERVING on health,
@@ -101,6 +107,7 @@ pub async fn serve(
             .context("setting up TLS (check --tls-cert and --tls-key)")?;
     }
     let server = builder
+        .layer(tower::util::MapRequestLayer::new(stamp_arrival))
         .layer(tower::util::MapResponseLayer::new(correct_status))
         .add_service(health_service)
         .add_service(reflection_v1)

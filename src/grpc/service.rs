@@ -19,9 +19,15 @@ use super::pool::PoolError;
 use crate::index::{AddOutcome, NewEntry};
 use crate::matcher::MatchResult;
 
-/// The server gives up this long before the client's deadline, so that its
-/// DEADLINE_EXCEEDED reaches the client before the client's own timer fires.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// The server gives up a little before the client's deadline (a tenth of the timeout,
+/// within these bounds), so that its DEADLINE_EXCEEDED reaches the client before the
+/// client's own timer fires.
+const DEADLINE_MARGIN: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
+
+/// When a call's headers reached the server, set by a layer in front of the services.
+/// Deadlines count from here, not from when the whole (possibly 32 MiB) body was read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrived(pub StdInstant);
 
 /// Most items written to the index in one transaction by `AddImages`.
 const MAX_WRITE_BATCH: usize = 256;
@@ -30,7 +36,9 @@ const MAX_WRITE_BATCH: usize = 256;
 fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let timeout = parse_grpc_timeout(value)?;
-    Some(Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN))
+    let margin = (timeout / 10).clamp(DEADLINE_MARGIN.0, DEADLINE_MARGIN.1);
+    let start = request.extensions().get::<Arrived>().map_or_else(Instant::now, |a| Instant::from_std(a.0));
+    Some(start + timeout.saturating_sub(margin))
 }
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
