@@ -50,6 +50,7 @@ fn build(n: usize, rng: &mut SmallRng) -> (tempfile::TempDir, Index, Vec<Hash256
             phash: None,
             note: None,
             thumbnail: None,
+            features: None,
             views: Vec::new(),
         });
         if batch.len() == 50_000 {

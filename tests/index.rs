@@ -24,6 +24,7 @@ fn entry(i: u64, code: Hash256) -> NewEntry {
         phash: Some(i),
         note: None,
         thumbnail: None,
+        features: None,
         views: Vec::new(),
     }
 }

@@ -6,12 +6,12 @@ mod common;
 
 use common::{jpeg, photo};
 use image::{imageops, Rgb, RgbImage};
-use lookalike::hash::{hash_image, DecodeLimits};
+use lookalike::hash::{hash_image, index_image, DecodeLimits};
 use lookalike::index::{Index, Label, NewEntry, OpenOptions};
 use lookalike::matcher::{match_image, MatchResult, Query, Verdict};
 
 fn add(index: &mut Index, name: &str, bytes: &[u8]) {
-    let h = hash_image(bytes, &DecodeLimits::default()).unwrap();
+    let (h, thumbnail, features) = index_image(bytes, &DecodeLimits::default()).unwrap();
     let entry = NewEntry {
         brand: "acme".into(),
         label: Label::Authentic,
@@ -22,7 +22,8 @@ fn add(index: &mut Index, name: &str, bytes: &[u8]) {
         quality: Some(h.pdq.quality),
         phash: Some(h.phash),
         note: None,
-        thumbnail: None,
+        thumbnail: Some(thumbnail),
+        features: Some(features),
         views: h.extra_views(),
     };
     index.add(&[entry]).unwrap();
@@ -110,4 +111,119 @@ fn images_without_borders_keep_one_view() {
     let h = hash_image(&jpeg(&padded, 90), &DecodeLimits::default()).unwrap();
     let t = h.trimmed.expect("a padded photo gets a trimmed view");
     assert!(t.rect[1].abs_diff(100) <= 2 && t.rect[3].abs_diff(400) <= 4, "{:?}", t.rect);
+}
+
+fn fixture_image(name: &str) -> RgbImage {
+    image::open(common::fixture(name)).unwrap().to_rgb8()
+}
+
+/// An index of the real fixture photos (the brand's catalog).
+fn fixture_index(dir: &std::path::Path) -> Index {
+    let mut index = Index::open(dir, OpenOptions::writable()).unwrap();
+    for name in ["astronaut.jpg", "coffee.jpg", "chelsea.png", "camera_gray.png", "rocket_exif6.jpg"] {
+        add(&mut index, name, &std::fs::read(common::fixture(name)).unwrap());
+    }
+    index
+}
+
+/// The best match of `r` is `name`, found by the local-feature check (the global hash
+/// alone is beyond the review distance).
+fn verified_as(r: &MatchResult, name: &str) -> lookalike::matcher::Match {
+    let m = r.matches.first().unwrap_or_else(|| panic!("no match: {r:?}"));
+    assert_eq!(m.entry.external_id, name, "{r:?}");
+    assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+    assert!(m.verified.is_some(), "expected a verified match: {m:?}");
+    m.clone()
+}
+
+#[test]
+fn hard_crop_and_small_rotation_are_found_by_local_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = fixture_index(dir.path());
+    let coffee = fixture_image("coffee.jpg");
+    let (w, h) = coffee.dimensions();
+
+    // Off-centre crop keeping 70% of each side: no global hash survives it.
+    let crop = imageops::crop_imm(&coffee, w * 28 / 100, h * 4 / 100, w * 70 / 100, h * 70 / 100).to_image();
+    let plain = hash_image(&jpeg(&crop, 85), &DecodeLimits::default()).unwrap();
+    let stored = hash_image(&std::fs::read(common::fixture("coffee.jpg")).unwrap(), &DecodeLimits::default()).unwrap();
+    let d = (0..8).map(|o| plain.pdq.dihedral[o].distance(&stored.pdq.hash())).min().unwrap();
+    assert!(d > 45, "the test needs an edit PDQ misses; it is {d} bits away");
+    let m = verified_as(&query(&index, &crop), "coffee.jpg");
+    assert!(m.describe().contains("crop"), "{}", m.describe());
+
+    // Turned 7° (the corners filled with black) and mirrored.
+    let turned = rotated(&imageops::flip_horizontal(&coffee), 7.0);
+    let m = verified_as(&query(&index, &turned), "coffee.jpg");
+    let v = m.verified.as_ref().unwrap();
+    assert!(v.mirrored, "{v:?}");
+    assert!((v.rotation_deg.abs() - 7.0).abs() < 3.0, "{v:?}");
+}
+
+#[test]
+fn screenshot_and_collage_are_found_by_local_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = fixture_index(dir.path());
+    let astronaut = fixture_image("astronaut.jpg");
+
+    // A screenshot: the photo at 60% of a 1000×800 app frame with a header bar and text.
+    let mut frame = RgbImage::from_pixel(1000, 800, Rgb([245, 245, 245]));
+    for y in 0..90 {
+        for x in 0..1000 {
+            frame.put_pixel(x, y, Rgb([30, 60, 140]));
+        }
+    }
+    let small = imageops::resize(&astronaut, 480, 480, imageops::FilterType::Triangle);
+    imageops::overlay(&mut frame, &small, 60, 150);
+    for (i, x) in (600..960).step_by(12).enumerate() {
+        let y0 = 200 + (i % 5) as u32 * 40;
+        for y in y0..y0 + 14 {
+            frame.put_pixel(x, y, Rgb([20, 20, 20]));
+        }
+    }
+    verified_as(&query(&index, &frame), "astronaut.jpg");
+
+    // A 2×2 collage of the astronaut with three photos that are not in the index.
+    let tile = |img: &RgbImage| imageops::resize(img, 400, 400, imageops::FilterType::Triangle);
+    let mut collage = RgbImage::new(800, 800);
+    imageops::overlay(&mut collage, &tile(&photo(41, 400, 400)), 0, 0);
+    imageops::overlay(&mut collage, &tile(&photo(42, 400, 400)), 400, 0);
+    imageops::overlay(&mut collage, &tile(&photo(43, 400, 400)), 0, 400);
+    imageops::overlay(&mut collage, &tile(&astronaut), 400, 400);
+    let m = verified_as(&query(&index, &collage), "astronaut.jpg");
+    let v = m.verified.as_ref().unwrap();
+    assert!(v.scale > 1.5, "the photo is a quarter of the collage: {v:?}");
+}
+
+#[test]
+fn unrelated_photos_are_not_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = fixture_index(dir.path());
+    // Photos of other things, and the fixtures' own kind of content (grey camera-man,
+    // blurred galaxies): nothing may be flagged or verified.
+    let mut others: Vec<RgbImage> = (50..62).map(|s| photo(s, 640, 480)).collect();
+    others.push(fixture_image("hubble_deep_field_blur.jpg"));
+    others.push(fixture_image("retina_rgba.png"));
+    for img in &others {
+        let r = query(&index, img);
+        assert!(r.matches.iter().all(|m| m.verified.is_none()), "{r:?}");
+        assert_ne!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+    }
+}
+
+/// `img` turned by `degrees` about its centre, same canvas size, black corners
+/// (nearest-neighbour sampling: enough for a test edit).
+fn rotated(img: &RgbImage, degrees: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    RgbImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+        let (sx, sy) = (c * dx + s * dy + cx, -s * dx + c * dy + cy);
+        if sx >= 0.0 && sy >= 0.0 && (sx as u32) < w && (sy as u32) < h {
+            *img.get_pixel(sx as u32, sy as u32)
+        } else {
+            Rgb([0, 0, 0])
+        }
+    })
 }

@@ -104,6 +104,7 @@ async fn site(max_body: usize) -> Site {
             note: Some(format!("{name} note")),
             thumbnail: h.thumbnail,
             views: h.views,
+            features: h.features,
         });
     }
     engine.add(&entries, "test").unwrap();

@@ -208,7 +208,7 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
         Ok(b) => b,
         Err(e) => return Prepared::Failed(format!("{e:#}")),
     };
-    let (hashes, thumbnail) = match hash::hash_image_with_thumbnail(&bytes, limits) {
+    let (hashes, thumbnail, features) = match hash::index_image(&bytes, limits) {
         Ok(h) => h,
         Err(ImageError::UnknownFormat(reason)) => return Prepared::NotImage(format!("not an image ({reason})")),
         Err(ImageError::Empty) => return Prepared::NotImage("empty file".into()),
@@ -226,6 +226,7 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
         note: row.and_then(|r| r.note.clone()),
         thumbnail: Some(thumbnail),
         views: hashes.extra_views(),
+        features: Some(features),
     }))
 }
 

@@ -25,6 +25,7 @@ pub fn match_json(path: &Path, r: &MatchResult) -> Value {
                 "view": m.view,
                 "query_view": m.query_view,
                 "closeness": m.closeness,
+                "verified": m.verified,
                 "source": m.entry.source,
                 "note": m.entry.note,
             })

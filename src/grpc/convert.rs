@@ -101,6 +101,7 @@ pub fn add_item(req: pb::AddImageRequest) -> Result<AddItem, ApiError> {
         note: Some(req.note).filter(|n| !n.is_empty()),
         thumbnail: None,
         views: Vec::new(),
+        features: None,
     };
     // Refuse bad text before spending time on the image.
     index::validate_entry(&entry)?;
@@ -114,6 +115,7 @@ pub fn with_hashes(mut entry: NewEntry, h: &Hashed) -> NewEntry {
     entry.phash = h.phash;
     entry.thumbnail = h.thumbnail.clone();
     entry.views = h.views.clone();
+    entry.features = h.features.clone();
     entry
 }
 
@@ -307,6 +309,15 @@ pub fn match_response(request_id: String, r: MatchResult, total: Duration) -> pb
                 closeness: closeness_to_pb(m.closeness) as i32,
                 note: m.entry.note.unwrap_or_default(),
                 source: m.entry.source,
+                verified: m.verified.map(|v| pb::Verification {
+                    inliers: v.inliers,
+                    distinct: v.distinct,
+                    mirrored: v.mirrored,
+                    scale: v.scale,
+                    rotation_deg: v.rotation_deg,
+                    listing_coverage: v.listing_coverage,
+                    stored_coverage: v.stored_coverage,
+                }),
             })
             .collect(),
         hash_micros: micros(r.hash_time),

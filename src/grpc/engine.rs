@@ -47,6 +47,8 @@ pub struct Hashed {
     pub quality: Option<u8>,
     pub phash: Option<u64>,
     pub thumbnail: Option<Vec<u8>>,
+    /// Local features in stored form (images only).
+    pub features: Option<Vec<u8>>,
     /// Extra views (see `NewEntry::views`).
     pub views: Vec<Hash256>,
     pub hash_time: Duration,
@@ -131,10 +133,11 @@ impl Engine {
         let started = Instant::now();
         match content {
             Content::Image(bytes) => {
-                let (h, thumbnail) = hash::hash_image_with_thumbnail(bytes, &self.limits)?;
+                let (h, thumbnail, features) = hash::index_image(bytes, &self.limits)?;
                 self.metrics.image_hashed();
                 Ok(Hashed {
                     thumbnail: Some(thumbnail),
+                    features: Some(features),
                     sha256: hash::sha256(bytes),
                     pdq: h.pdq.hash(),
                     quality: Some(h.pdq.quality),
@@ -150,6 +153,7 @@ impl Engine {
                 quality: *quality,
                 phash: None,
                 thumbnail: None,
+                features: None,
                 views: Vec::new(),
                 hash_time: Duration::ZERO,
             }),
@@ -167,13 +171,13 @@ impl Engine {
         match content {
             Content::Image(bytes) => {
                 let started = Instant::now();
-                let hashes = hash::hash_image(bytes, &self.limits)?;
+                let analysis = hash::analyze(bytes, &self.limits)?;
                 self.metrics.image_hashed();
                 let hash_time = started.elapsed();
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(PoolError::DeadlineExceeded.into());
                 }
-                let mut result = matcher::match_hashes(&self.read(), &hashes, query)?;
+                let mut result = matcher::match_analysis(&self.read(), &analysis, query)?;
                 result.hash_time = hash_time;
                 Ok(result)
             }

@@ -98,6 +98,31 @@ pub fn hash_image_with_thumbnail(bytes: &[u8], limits: &DecodeLimits) -> Result<
     Ok((hash_decoded(&mut decoded), thumbnail))
 }
 
+/// What indexing keeps of an image: its hashes, a thumbnail (see [`THUMBNAIL_SIDE`]) and
+/// its local features in stored form (`features::to_bytes`, default extraction).
+pub fn index_image(bytes: &[u8], limits: &DecodeLimits) -> Result<(ImageHashes, Vec<u8>, Vec<u8>), ImageError> {
+    let (mut decoded, thumbnail) = decode_with_thumbnail(bytes, limits, THUMBNAIL_SIDE)?;
+    let features = crate::features::extract_decoded(&decoded, &crate::features::ExtractParams::default());
+    Ok((hash_decoded(&mut decoded), thumbnail, crate::features::to_bytes(&features)))
+}
+
+/// A listing image, ready to be matched: its hashes, and its local features
+/// (`features::ExtractParams::query`) with the size of the working image they are in.
+pub struct Analysis {
+    pub hashes: ImageHashes,
+    pub features: Vec<crate::features::Feature>,
+    pub working_size: (u32, u32),
+}
+
+/// Decode `bytes` within `limits`, compute all hashes and the local features.
+pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageError> {
+    let mut decoded = decode(bytes, limits)?;
+    let params = crate::features::ExtractParams::query();
+    let features = crate::features::extract_decoded(&decoded, &params);
+    let working_size = crate::features::working_size(decoded.plane_width, decoded.plane_height, &params);
+    Ok(Analysis { hashes: hash_decoded(&mut decoded), features, working_size })
+}
+
 /// Compute all hashes of an already decoded image (its luma plane is used as scratch).
 pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);

@@ -73,7 +73,14 @@ pub struct NewEntry {
     /// PDQ hashes of extra views of the image, stored as views 1, 2, …: e.g. its content
     /// with uniform borders trimmed (`hash::ImageHashes::views`). At most [`MAX_VIEWS`].
     pub views: Vec<Hash256>,
+    /// The image's local features in their stored form (`features::to_bytes`), for the
+    /// verification stage that catches crops, screenshots and collages. At most
+    /// [`MAX_FEATURE_BYTES`].
+    pub features: Option<Vec<u8>>,
 }
+
+/// Largest stored feature blob accepted (512 features).
+pub const MAX_FEATURE_BYTES: usize = crate::features::HEADER_BYTES + 512 * crate::features::BYTES_PER_FEATURE;
 
 /// Most extra views an entry may have.
 pub const MAX_VIEWS: usize = 8;
@@ -186,7 +193,8 @@ impl Catalog {
                  CREATE INDEX IF NOT EXISTS entries_external ON entries (brand_id, external_id);
                  CREATE INDEX IF NOT EXISTS entries_deleted ON entries (deleted_at) WHERE deleted_at IS NOT NULL;
                  CREATE INDEX IF NOT EXISTS entries_browse ON entries (brand_id, label, id) WHERE deleted_at IS NULL;
-                 CREATE TABLE IF NOT EXISTS thumbnails (entry_id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS thumbnails (entry_id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS features (entry_id INTEGER PRIMARY KEY, data BLOB NOT NULL);",
             )
             .map_err(ctx("creating the schema"))?;
             conn.execute(
@@ -254,6 +262,9 @@ impl Catalog {
             let mut thumb = tx
                 .prepare_cached("INSERT OR REPLACE INTO thumbnails (entry_id, jpeg) VALUES (?1, ?2)")
                 .map_err(ctx("preparing"))?;
+            let mut feats = tx
+                .prepare_cached("INSERT OR REPLACE INTO features (entry_id, data) VALUES (?1, ?2)")
+                .map_err(ctx("preparing"))?;
             let now = now_ms();
             let mut brand_cache: BTreeMap<&str, i64> = BTreeMap::new();
             for e in entries {
@@ -306,6 +317,9 @@ impl Catalog {
                         if let Some(jpeg) = &e.thumbnail {
                             thumb.execute(params![id, jpeg]).map_err(ctx("storing a thumbnail"))?;
                         }
+                        if let Some(data) = &e.features {
+                            feats.execute(params![id, data]).map_err(ctx("storing features"))?;
+                        }
                         AddOutcome::Added(id as EntryId)
                     }
                 };
@@ -351,6 +365,12 @@ impl Catalog {
                 "DELETE FROM thumbnails WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL)",
                 [],
             )
+            .and_then(|_| {
+                self.conn_mut().execute(
+                    "DELETE FROM features WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL)",
+                    [],
+                )
+            })
             .map(drop)
             .map_err(|e| IndexError::sqlite("dropping thumbnails of deleted entries", e))
     }
@@ -405,6 +425,52 @@ impl Catalog {
             // An index created before thumbnails existed, opened read-only: none stored.
             Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(None),
             Err(e) => Err(IndexError::sqlite("reading a thumbnail", e)),
+        }
+    }
+
+    /// The stored features of these entries (those that have any).
+    pub fn features(&self, ids: &[EntryId]) -> Result<Vec<(EntryId, Vec<u8>)>, IndexError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        let placeholders = vec!["?"; ids.len()].join(",");
+        let found = conn
+            .prepare_cached(&format!("SELECT entry_id, data FROM features WHERE entry_id IN ({placeholders})"))
+            .and_then(|mut stmt| {
+                let rows = stmt.query_map(rusqlite::params_from_iter(ids.iter().map(|&id| id as i64)), |r| {
+                    Ok((r.get::<_, i64>(0)? as EntryId, r.get::<_, Vec<u8>>(1)?))
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()
+            });
+        match found {
+            Ok(rows) => Ok(rows),
+            // An index created before features were stored, opened read-only: none stored.
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(Vec::new()),
+            Err(e) => Err(IndexError::sqlite("reading features", e)),
+        }
+    }
+
+    /// Calls `each` with the stored features of every live entry, in id order.
+    pub fn for_each_features(&self, mut each: impl FnMut(EntryId, &[u8])) -> Result<(), IndexError> {
+        let conn = self.conn();
+        let result = conn
+            .prepare(
+                "SELECT f.entry_id, f.data FROM features f JOIN entries e ON e.id = f.entry_id
+                 WHERE e.deleted_at IS NULL ORDER BY f.entry_id",
+            )
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let id = row.get::<_, i64>(0)? as EntryId;
+                    each(id, row.get_ref(1)?.as_blob()?);
+                }
+                Ok(())
+            });
+        match result {
+            Ok(()) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(()),
+            Err(e) => Err(IndexError::sqlite("reading features", e)),
         }
     }
 

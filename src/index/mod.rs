@@ -24,12 +24,13 @@ mod manifest;
 mod mih;
 mod records;
 pub mod scan;
+mod votes;
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-pub use catalog::{AddOutcome, Entry, NewEntry, Selector, MAX_VIEWS};
+pub use catalog::{AddOutcome, Entry, NewEntry, Selector, MAX_FEATURE_BYTES, MAX_VIEWS};
 pub use hnsw::HnswParams;
 pub use manifest::Manifest;
 
@@ -245,6 +246,8 @@ pub struct Index {
     mih: Option<Mih>,
     hnsw: Option<HnswGraph>,
     deleted: Tombstones,
+    /// Stored features filed for candidate votes, built from the catalog on first use.
+    votes: std::sync::OnceLock<votes::Votes>,
     _lock: File,
 }
 
@@ -305,6 +308,7 @@ impl Index {
             mih: None,
             hnsw: None,
             deleted: Tombstones::default(),
+            votes: std::sync::OnceLock::new(),
             _lock: lock,
         };
         index.check_records()?;
@@ -500,6 +504,15 @@ impl Index {
             tracing::error!(error = %e, "appending records failed after the catalog commit");
             return Err(e);
         }
+        if let Some(votes) = self.votes.get_mut() {
+            for ((o, _), e) in outcomes.iter().zip(entries) {
+                if let (AddOutcome::Added(id), Some(data)) = (o, &e.features) {
+                    if let Ok(features) = crate::features::from_bytes(data) {
+                        votes.add(*id, &features);
+                    }
+                }
+            }
+        }
         self.refresh_if_needed()?;
         Ok(outcomes.into_iter().map(|(o, _)| o).collect())
     }
@@ -530,6 +543,55 @@ impl Index {
     /// Metadata of the given entries.
     pub fn entries(&self, ids: &[EntryId]) -> Result<HashMap<EntryId, Entry>, IndexError> {
         Ok(self.catalog.entries_by_id(ids)?.into_iter().map(|e| (e.id, e)).collect())
+    }
+
+    /// Live entries whose stored features share the most descriptor keys with `query`:
+    /// up to `limit` of them with at least `min_votes` votes, most first. The first call
+    /// files every stored feature (a pass over the catalog); later adds are filed as
+    /// they come.
+    pub fn feature_candidates(
+        &self,
+        query: &[crate::features::Feature],
+        min_votes: u32,
+        limit: usize,
+    ) -> Result<Vec<(EntryId, u32)>, IndexError> {
+        let votes = match self.votes.get() {
+            Some(v) => v,
+            None => {
+                let started = std::time::Instant::now();
+                let mut built = votes::Votes::default();
+                let mut unreadable = 0usize;
+                self.catalog.for_each_features(|id, data| match crate::features::from_bytes(data) {
+                    Ok(features) => built.add(id, &features),
+                    Err(_) => unreadable += 1,
+                })?;
+                if unreadable > 0 {
+                    tracing::warn!(unreadable, "stored features that could not be read were skipped");
+                }
+                tracing::info!(
+                    entries = built.entries(),
+                    features = built.features(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "filed stored features for the local-feature check"
+                );
+                self.votes.get_or_init(|| built)
+            }
+        };
+        // Ask for more than `limit`: deleted entries are dropped after counting.
+        let mut found = votes.candidates(query, min_votes, limit * 2 + 8);
+        found.retain(|(id, _)| !self.deleted.contains(*id));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// The stored features of these entries (those that have readable ones).
+    pub fn features(&self, ids: &[EntryId]) -> Result<HashMap<EntryId, Vec<crate::features::Feature>>, IndexError> {
+        Ok(self
+            .catalog
+            .features(ids)?
+            .into_iter()
+            .filter_map(|(id, data)| Some((id, crate::features::from_bytes(&data).ok()?)))
+            .collect())
     }
 
     /// The stored thumbnail of an entry, if any.
@@ -862,6 +924,16 @@ pub fn validate_entry(e: &NewEntry) -> Result<(), IndexError> {
     validate_text("source", &e.source, 4096)?;
     if let Some(n) = &e.note {
         validate_text_allow_empty("note", n, MAX_NOTE_BYTES)?;
+    }
+    if let Some(data) = &e.features {
+        if data.len() > MAX_FEATURE_BYTES {
+            return Err(IndexError::InvalidArgument(format!(
+                "{} bytes of features, over the limit of {MAX_FEATURE_BYTES}",
+                data.len()
+            )));
+        }
+        crate::features::from_bytes(data)
+            .map_err(|e| IndexError::InvalidArgument(format!("unreadable features: {e}")))?;
     }
     if e.views.len() > MAX_VIEWS {
         return Err(IndexError::InvalidArgument(format!(

@@ -1,9 +1,15 @@
 //! Query policy: one image → its PDQ orientations → exact search → merged matches →
 //! a verdict a pipeline can act on without reading distances.
+//!
+//! When no stored photo is within the flag distance, a second stage looks for what a
+//! global hash cannot see (a crop, a screenshot, a collage, a small rotation): the
+//! listing's local features vote for stored entries, and the few with the most votes
+//! are checked geometrically (`features::verify`). A verified entry is flagged.
 
 use std::time::{Duration, Instant};
 
-use crate::hash::{self, DecodeLimits, Hash256, ImageError, ImageHashes, Orientation};
+use crate::features::{self, Feature, VerifyParams};
+use crate::hash::{self, Analysis, DecodeLimits, Hash256, ImageError, ImageHashes, Orientation};
 use crate::index::{Entry, Filter, Index, IndexError, Label, NearestEngine};
 
 /// What the service concludes about a listing image.
@@ -125,11 +131,51 @@ pub struct Match {
     /// Which view of the query matched (same numbering).
     pub query_view: u8,
     pub closeness: Closeness,
+    /// Set when the local-feature check found the stored photo in the listing (or the
+    /// listing in it): what a global hash misses.
+    pub verified: Option<Verified>,
+}
+
+/// What the local-feature check found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Verified {
+    /// Corners that agree on one geometric transform.
+    pub inliers: u32,
+    /// Of those, the ones no other stored photo among the candidates shares (a product's
+    /// silhouette or a studio edge that many catalog photos have is not evidence of a
+    /// copy; a logo's or a photo's own corners are).
+    pub distinct: u32,
+    /// Found in the mirrored listing.
+    pub mirrored: bool,
+    /// Size of the stored photo's picture in the listing relative to the stored photo's
+    /// working image (< 1: the listing shows it smaller, e.g. in a collage).
+    pub scale: f32,
+    /// Rotation between the two, degrees.
+    pub rotation_deg: f32,
+    /// Share of the listing and of the stored photo the matching corners span (0–1).
+    pub listing_coverage: f32,
+    pub stored_coverage: f32,
 }
 
 impl Match {
     /// How the listing relates to the stored photo, in words for a person.
     pub fn describe(&self) -> String {
+        if let Some(v) = &self.verified {
+            let mirrored = if v.mirrored { "mirrored, " } else { "" };
+            let part = if v.stored_coverage >= 0.8 && v.listing_coverage >= 0.8 {
+                "the same picture"
+            } else if v.listing_coverage >= v.stored_coverage {
+                "part of the stored photo fills the listing (a crop)"
+            } else {
+                "the stored photo appears inside the listing (a screenshot, collage or placed copy)"
+            };
+            return format!(
+                "{part}: {} matching corners, {mirrored}scale {:.2}, turned {:.0}°",
+                v.inliers,
+                1.0 / v.scale.max(1e-3),
+                v.rotation_deg
+            );
+        }
         let turned = self.orientation.describe_match();
         match (self.query_view, self.view) {
             (0, 0) => turned.to_string(),
@@ -173,11 +219,178 @@ pub fn match_image(
 ) -> Result<MatchResult, MatchError> {
     query.thresholds.validate()?;
     let started = Instant::now();
-    let hashes = hash::hash_image(bytes, limits)?;
+    let analysis = hash::analyze(bytes, limits)?;
     let hash_time = started.elapsed();
-    let mut result = match_hashes(index, &hashes, query)?;
+    let mut result = match_analysis(index, &analysis, query)?;
     result.hash_time = hash_time;
     Ok(result)
+}
+
+/// Stored entries checked geometrically per query, at most (those with the most votes).
+pub const FEATURE_CANDIDATES: usize = 8;
+/// Fewest descriptor votes for an entry to be checked.
+pub const MIN_FEATURE_VOTES: u32 = 4;
+/// Fewest distinct matching corners (see [`Verified::distinct`]) for a verified entry to
+/// be flagged. Set on the tune split of `tools/eval` (the most any negative reached
+/// there was 29: a different logo on a plain product shot of the same layout); checked
+/// on the report split.
+pub const MIN_DISTINCT_CORNERS: u32 = 30;
+
+/// [`match_hashes`], then, unless a stored photo is already within the flag distance,
+/// the local-feature check (see the module's documentation).
+pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Result<MatchResult, MatchError> {
+    let mut result = match_hashes(index, &analysis.hashes, query)?;
+    if result.verdict == Verdict::LowQuality || result.matches.first().is_some_and(|m| m.closeness == Closeness::Flag) {
+        return Ok(result);
+    }
+    let started = Instant::now();
+    let verified = check_features(index, &analysis.features, analysis.working_size)?;
+    if verified.is_empty() {
+        result.search_time += started.elapsed();
+        return Ok(result);
+    }
+    let t = query.thresholds;
+    let rescore = Rescore::of(&analysis.hashes);
+    let ids: Vec<_> = verified.iter().map(|(id, _)| *id).collect();
+    let mut entries = index.entries(&ids)?;
+    for (id, v) in verified {
+        if let Some(m) = result.matches.iter_mut().find(|m| m.entry.id == id) {
+            m.verified = Some(v);
+            m.closeness = Closeness::Flag;
+            continue;
+        }
+        let Some(entry) = entries.remove(&id) else { continue };
+        if entry.deleted_at_ms.is_some()
+            || query.brand.as_ref().is_some_and(|b| *b != entry.brand)
+            || query.label.is_some_and(|l| l != entry.label)
+        {
+            continue;
+        }
+        let Some((distance, orientation, view, query_view)) = rescore.score(&entry) else { continue };
+        result.matches.push(Match {
+            entry,
+            distance,
+            orientation: Orientation::from_index(orientation).unwrap_or(Orientation::Original),
+            view,
+            query_view,
+            closeness: Closeness::Flag,
+            verified: Some(v),
+        });
+    }
+    sort_matches(&mut result.matches);
+    result.matches.truncate(query.k);
+    result.verdict = verdict(result.quality, &result.matches, t);
+    result.search_time += started.elapsed();
+    Ok(result)
+}
+
+/// Entries the listing's features verify against, best first.
+fn check_features(index: &Index, query: &[Feature], working: (u32, u32)) -> Result<Vec<(u64, Verified)>, MatchError> {
+    let working_width = working.0;
+    let params = VerifyParams::default();
+    if query.len() < params.min_inliers {
+        return Ok(Vec::new());
+    }
+    let mirrored = features::mirrored(query, working_width);
+    let pool = FEATURE_CANDIDATES * 3;
+    let mut candidates = index.feature_candidates(query, MIN_FEATURE_VOTES, pool)?;
+    for (id, votes) in index.feature_candidates(&mirrored, MIN_FEATURE_VOTES, pool)? {
+        match candidates.iter_mut().find(|c| c.0 == id) {
+            Some(c) => c.1 = c.1.max(votes),
+            None => candidates.push((id, votes)),
+        }
+    }
+    candidates.sort_unstable_by_key(|&(id, votes)| (std::cmp::Reverse(votes), id));
+    candidates.truncate(pool);
+    let ids: Vec<_> = candidates.iter().map(|c| c.0).collect();
+    let stored = index.features(&ids)?;
+    let mut out = Vec::new();
+    for &id in ids.iter().take(FEATURE_CANDIDATES) {
+        let Some(candidate) = stored.get(&id) else { continue };
+        let found = features::verify(query, candidate, &params)
+            .map(|v| (v, false))
+            .or_else(|| features::verify(&mirrored, candidate, &params).map(|v| (v, true)));
+        let Some((v, is_mirrored)) = found else { continue };
+        if same_frame(&v, working) {
+            // The listing is the stored photo's exact frame with something changed in it:
+            // a price sticker, or another brand's logo on the same layout. Corners cannot
+            // tell these apart (the layout matches either way); the hash distance decides.
+            continue;
+        }
+        let q = if is_mirrored { &mirrored } else { query };
+        let others: Vec<&Vec<Feature>> = stored.iter().filter(|(other, _)| **other != id).map(|(_, f)| f).collect();
+        let distinct = v
+            .pairs
+            .iter()
+            .filter(|&&(qi, ci)| {
+                let desc = &q[qi as usize].desc;
+                let own = features::hamming(desc, &candidate[ci as usize].desc);
+                !others.iter().any(|fs| fs.iter().any(|f| features::hamming(desc, &f.desc) <= own + SHARED_SLACK))
+            })
+            .count()
+            .min(v.inliers) as u32;
+        if distinct < MIN_DISTINCT_CORNERS {
+            continue;
+        }
+        out.push((
+            id,
+            Verified {
+                inliers: v.inliers as u32,
+                distinct,
+                mirrored: is_mirrored,
+                scale: v.scale,
+                rotation_deg: v.rotation_deg,
+                listing_coverage: v.query_coverage,
+                stored_coverage: v.candidate_coverage,
+            },
+        ));
+    }
+    out.sort_by_key(|(id, v)| (std::cmp::Reverse(v.distinct), std::cmp::Reverse(v.inliers), *id));
+    Ok(out)
+}
+
+/// Whether the transform maps the listing's working image onto the whole of the stored
+/// photo's (longer side 512 in both): the same frame, up to a quarter turn or a mirror.
+fn same_frame(v: &features::Verification, working: (u32, u32)) -> bool {
+    const TOLERANCE: f32 = 0.025;
+    let (w, h) = (working.0 as f32, working.1 as f32);
+    let corners = [(0.0, 0.0), (w, 0.0), (0.0, h), (w, h)].map(|(x, y)| v.map(x, y));
+    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+    for &(x, y) in &corners {
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    let side = features::ExtractParams::default().working_side as f32;
+    let tol = TOLERANCE * side;
+    // Every mapped corner must sit on a corner of the box they span (no rotation but
+    // quarter turns), the box must start at the origin and its longer side be the
+    // working side.
+    let on_box_corner = corners.iter().all(|&(x, y)| {
+        ((x - x0).abs() < tol || (x - x1).abs() < tol) && ((y - y0).abs() < tol || (y - y1).abs() < tol)
+    });
+    on_box_corner && x0.abs() < tol && y0.abs() < tol && ((x1 - x0).max(y1 - y0) - side).abs() < tol
+}
+
+/// A matched corner is shared when another candidate has a descriptor at most this many
+/// bits further from the listing's than the matched one.
+const SHARED_SLACK: u32 = 8;
+
+/// Best first: flagged (by distance or verified) before review before beyond, then by
+/// distance, known fakes first among equals.
+fn sort_matches(matches: &mut [Match]) {
+    let rank = |c: Closeness| match c {
+        Closeness::Flag => 0,
+        Closeness::Review => 1,
+        Closeness::Beyond => 2,
+    };
+    matches.sort_by_key(|m| {
+        (
+            rank(m.closeness),
+            std::cmp::Reverse(m.verified.as_ref().map_or(0, |v| v.inliers)),
+            m.distance,
+            m.entry.label != Label::KnownFake,
+            m.entry.id,
+        )
+    });
 }
 
 /// Match a precomputed PDQ hash (only its own orientation: the other seven need the
@@ -198,7 +411,7 @@ pub fn match_hash(index: &Index, pdq: Hash256, quality: u8, query: &Query) -> Re
 /// (tools/eval tune split: easy tier 80% against 95% for plain dihedral PDQ).
 pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Result<MatchResult, MatchError> {
     let trimmed = hashes.trimmed.as_ref();
-    let rescore = Rescore { whole: hashes.pdq.dihedral, content: trimmed.map(|t| t.pdq.dihedral) };
+    let rescore = Rescore::of(hashes);
     let mut codes = hashes.pdq.dihedral.to_vec();
     codes.extend(trimmed.iter().flat_map(|t| t.pdq.dihedral));
     let quality = hashes.views().iter().map(|v| v.quality).max().unwrap_or(0);
@@ -212,6 +425,10 @@ struct Rescore {
 }
 
 impl Rescore {
+    fn of(hashes: &ImageHashes) -> Rescore {
+        Rescore { whole: hashes.pdq.dihedral, content: hashes.trimmed.as_ref().map(|t| t.pdq.dihedral) }
+    }
+
     /// Best (distance, orientation, stored view, query view) over the allowed pairs.
     fn score(&self, entry: &Entry) -> Option<(u32, u8, u8, u8)> {
         let stored_content = entry.views.first();
@@ -289,11 +506,11 @@ fn match_queries(
                 view,
                 query_view,
                 closeness,
+                verified: None,
             })
         })
         .collect();
-    // Known fakes first among equal distances.
-    matches.sort_by_key(|m| (m.distance, m.entry.label != Label::KnownFake, m.entry.id));
+    sort_matches(&mut matches);
     matches.truncate(query.k);
     let verdict = verdict(quality, &matches, t);
     Ok(MatchResult { pdq, quality, phash, verdict, matches, hash_time: Duration::ZERO, search_time: started.elapsed() })
@@ -317,7 +534,7 @@ pub fn verdict(quality: u8, matches: &[Match], t: Thresholds) -> Verdict {
         return Verdict::LowQuality;
     }
     match matches.first() {
-        Some(m) if m.distance <= t.flag => match m.entry.label {
+        Some(m) if m.closeness == Closeness::Flag || m.distance <= t.flag => match m.entry.label {
             Label::KnownFake => Verdict::KnownFake,
             Label::Authentic => Verdict::BrandPhotoReused,
         },

@@ -147,6 +147,7 @@ fn match_json(m: &Match, t: &Thresholds) -> Value {
         "closeness": match m.closeness { Closeness::Flag => "flag", Closeness::Review => "review", Closeness::Beyond => "beyond" },
         "orientation": m.orientation.name(),
         "view": m.describe(),
+        "verified": m.verified,
         "thumbnail": thumbnail_url(m.entry.id),
     })
 }

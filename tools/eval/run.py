@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", choices=["tune", "report"], default="report")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the corpus even if OUT/corpus matches")
     ap.add_argument("--lookalike", type=Path, default=HERE.parents[1] / "target/release/lookalike")
-    ap.add_argument("--lookalike-score", default="distance", choices=sorted(score.LOOKALIKE_SCORERS))
+    ap.add_argument("--lookalike-score", default="verified", choices=sorted(score.LOOKALIKE_SCORERS))
     ap.add_argument("--lookalike-source", metavar="TEXT", help="what the binary was built from (for the report)")
     ap.add_argument("--methods", default=",".join(score.METHODS))
     ap.add_argument("--results", type=Path)

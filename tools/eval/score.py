@@ -70,12 +70,24 @@ def score_distance(result: dict) -> tuple[float, str | None]:
     return float(best["distance"]), best.get("external_id")
 
 
+def score_verified(result: dict) -> tuple[float, str | None]:
+    """The full pipeline, as lookalike's verdict sees it: a match the local-feature check
+    verified (lookalike flags it) ranks before every hash distance, by its distinct
+    matching corners (more is better, hence negated); otherwise the best match's PDQ
+    distance."""
+    matches = result.get("matches") or []
+    if "error" in result or not matches:
+        return math.inf, None
+    best = matches[0]
+    v = best.get("verified")
+    if v:
+        return -float(v["distinct"]), best.get("external_id")
+    return float(best["distance"]), best.get("external_id")
+
+
 LOOKALIKE_SCORERS = {
     "distance": score_distance,
-    # When lookalike adds a verification stage, add its score here and select it with
-    # --lookalike-score, e.g. (higher verification = more similar, so negate it):
-    #   "verified": lambda r: (-r["matches"][0]["verification"], r["matches"][0]["external_id"])
-    #                         if r.get("matches") else (math.inf, None),
+    "verified": score_verified,
 }
 
 
@@ -475,7 +487,7 @@ def main(argv=None, ctx_command: str | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True, help="corpus directory (build_corpus.py --out)")
     ap.add_argument("--split", choices=["tune", "report"], default="report")
     ap.add_argument("--lookalike", type=Path, default=Path(__file__).resolve().parents[2] / "target/release/lookalike")
-    ap.add_argument("--lookalike-score", choices=sorted(LOOKALIKE_SCORERS), default="distance")
+    ap.add_argument("--lookalike-score", choices=sorted(LOOKALIKE_SCORERS), default="verified")
     ap.add_argument("--lookalike-source", metavar="TEXT",
                     help="what the binary was built from, for the report (default: git describe of its checkout)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
