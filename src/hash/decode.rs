@@ -389,15 +389,42 @@ fn classify(e: image::ImageError, format: &'static str) -> ImageError {
 /// Inside entropy-coded data every FF byte is followed by 00 (byte stuffing) or a
 /// restart marker, so neither marker can appear there by accident; an EXIF thumbnail's
 /// own markers come before the main image's scans.
+///
+/// Found from the end: the answer is yes exactly when the last of all start-of-scan and
+/// end-of-image markers is an end-of-image marker and some scan precedes it. A whole
+/// file ends with its end marker, so this reads a few bytes at the end and the headers up
+/// to the first scan, not the whole file twice.
 fn jpeg_has_end_after_last_scan(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_scan {
-        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
+    let last_marker = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9] || w == [0xFF, 0xDA]);
+    match last_marker {
+        Some(at) if bytes[at + 1] == 0xD9 => bytes[..at].windows(2).any(|w| w == [0xFF, 0xDA]),
+        _ => false,
     }
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {
     let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     shown.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_marker_check_agrees_with_scanning_from_the_last_scan() {
+        // The plain definition: find the last start-of-scan, then look for an end after it.
+        let plain = |bytes: &[u8]| match bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) {
+            Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            None => false,
+        };
+        // Every string of up to 8 bytes over the bytes that matter.
+        let alphabet = [0x00, 0xFF, 0xD9, 0xDA];
+        for len in 0..=8u32 {
+            for code in 0..4usize.pow(len) {
+                let bytes: Vec<u8> = (0..len).map(|i| alphabet[code / 4usize.pow(i) % 4]).collect();
+                assert_eq!(jpeg_has_end_after_last_scan(&bytes), plain(&bytes), "{bytes:02x?}");
+            }
+        }
+    }
 }
