@@ -134,13 +134,26 @@ fn check_declared(width: u32, height: u32, bytes: usize, limits: &DecodeLimits) 
     Ok(())
 }
 
+/// Decoded JPEG luma planes up to this many bytes keep their buffer for the thread's
+/// next image; larger ones are freed (a rare 100-megapixel upload should not pin
+/// 100 MB per thread).
+const KEEP_LUMA_BUFFER: usize = 16 * 1024 * 1024;
+
+thread_local! {
+    /// zune-jpeg's 8-bit output, reused: a fresh multi-megabyte buffer per image costs
+    /// page faults (see the allocator note in `main.rs`).
+    static JPEG_LUMA: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A JPEG's luminance (its Y channel, which is `0.299 R + 0.587 G + 0.114 B`) and EXIF
-/// orientation, without converting or upsampling the colour channels. `None` for a
-/// JPEG that is not YCbCr or grey (CMYK, …): the general decoder handles those.
-fn decode_jpeg_luma(
+/// orientation, without converting or upsampling the colour channels, handed to `use_plane`
+/// as `(pixels, width, height, orientation)`. `None` for a JPEG that is not YCbCr or grey
+/// (CMYK, …): the general decoder handles those.
+fn decode_jpeg_luma<R>(
     bytes: &[u8],
     limits: &DecodeLimits,
-) -> Result<Option<(image::GrayImage, image::metadata::Orientation)>, ImageError> {
+    use_plane: impl FnOnce(&[u8], u32, u32, image::metadata::Orientation) -> R,
+) -> Result<Option<R>, ImageError> {
     use zune_core::colorspace::ColorSpace;
     let corrupt =
         |e: zune_jpeg::errors::DecodeErrors| ImageError::Corrupt { format: "jpeg".into(), reason: e.to_string() };
@@ -161,12 +174,25 @@ fn decode_jpeg_luma(
         .exif()
         .and_then(|exif| image::metadata::Orientation::from_exif_chunk(exif))
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let pixels = decoder.decode().map_err(corrupt)?;
-    let gray = image::GrayImage::from_raw(width, height, pixels).ok_or_else(|| ImageError::Corrupt {
-        format: "jpeg".into(),
-        reason: "decoder returned fewer pixels than the header declares".into(),
-    })?;
-    Ok(Some((gray, orientation)))
+    let size = decoder.output_buffer_size().expect("headers were decoded");
+    if size != width as usize * height as usize {
+        return Err(ImageError::Corrupt {
+            format: "jpeg".into(),
+            reason: "decoder would return a different number of pixels than the header declares".into(),
+        });
+    }
+    JPEG_LUMA.with_borrow_mut(|pixels| {
+        // Zeroed each time, as a fresh buffer would be: whatever a corrupt stream leaves
+        // unwritten must not depend on the thread's previous image.
+        pixels.clear();
+        pixels.resize(size, 0);
+        let decoded = decoder.decode_into(pixels).map_err(corrupt);
+        let result = decoded.map(|()| use_plane(pixels, width, height, orientation));
+        if pixels.capacity() > KEEP_LUMA_BUFFER {
+            *pixels = Vec::new();
+        }
+        result.map(Some)
+    })
 }
 
 /// The luma plane of `bytes` for hashing: JPEGs through [`decode_jpeg_luma`], the
@@ -179,12 +205,18 @@ fn hash_plane(
     decoded: Option<&DynamicImage>,
 ) -> Result<DecodedImage, ImageError> {
     if format == ImageFormat::Jpeg {
-        if let Some((gray, orientation)) = decode_jpeg_luma(bytes, limits)? {
+        let plane = decode_jpeg_luma(bytes, limits, |pixels, width, height, orientation| {
+            if orientation == image::metadata::Orientation::NoTransforms {
+                return (reduce_u8(pixels, width as usize, height as usize), width, height);
+            }
+            let gray = image::GrayImage::from_raw(width, height, pixels.to_vec()).expect("size was checked");
             let mut img = DynamicImage::ImageLuma8(gray);
             img.apply_orientation(orientation);
             let gray = img.into_luma8();
             let (width, height) = gray.dimensions();
-            let (luma, pw, ph) = reduce(gray.as_raw(), width as usize, height as usize, f32::from);
+            (reduce_u8(gray.as_raw(), width as usize, height as usize), width, height)
+        })?;
+        if let Some(((luma, pw, ph), width, height)) = plane {
             return Ok(DecodedImage { luma, plane_width: pw, plane_height: ph, width, height, format: name });
         }
     }
@@ -198,16 +230,22 @@ fn hash_plane(
     };
     let (width, height) = (img.width(), img.height());
     let full = luma_plane(img);
-    let (luma, pw, ph) = reduce(&full, width as usize, height as usize, |v| v);
+    let (luma, pw, ph) = reduce(full, width as usize, height as usize);
     Ok(DecodedImage { luma, plane_width: pw, plane_height: ph, width, height, format: name })
 }
 
-/// Box-average a plane by `shorter side / HASH_SHORT_SIDE` (when that is 2 or more),
-/// dropping the few rows and columns past a whole block. Returns the plane and its size.
-fn reduce<T: Copy>(plane: &[T], width: usize, height: usize, value: impl Fn(T) -> f32) -> (Vec<f32>, u32, u32) {
-    let factor = width.min(height) / HASH_SHORT_SIDE;
+/// The whole factor a `width × height` plane is box-averaged by before hashing: the
+/// largest that keeps the shorter side at least [`HASH_SHORT_SIDE`] (1 when none does).
+fn reduce_factor(width: usize, height: usize) -> usize {
+    (width.min(height) / HASH_SHORT_SIDE).max(1)
+}
+
+/// Box-average a plane by [`reduce_factor`] (when that is 2 or more), dropping the few
+/// rows and columns past a whole block. Returns the plane and its size.
+fn reduce(plane: Vec<f32>, width: usize, height: usize) -> (Vec<f32>, u32, u32) {
+    let factor = reduce_factor(width, height);
     if factor < 2 {
-        return (plane.iter().map(|&v| value(v)).collect(), width as u32, height as u32);
+        return (plane, width as u32, height as u32);
     }
     let (ow, oh) = (width / factor, height / factor);
     let mut out = vec![0f32; ow * oh];
@@ -215,10 +253,39 @@ fn reduce<T: Copy>(plane: &[T], width: usize, height: usize, value: impl Fn(T) -
     for (oy, acc) in out.chunks_exact_mut(ow).enumerate() {
         for row in plane[oy * factor * width..].chunks(width).take(factor) {
             for (a, block) in acc.iter_mut().zip(row.chunks_exact(factor)) {
-                *a += block.iter().map(|&v| value(v)).sum::<f32>();
+                *a += block.iter().sum::<f32>();
             }
         }
         acc.iter_mut().for_each(|a| *a *= norm);
+    }
+    (out, ow as u32, oh as u32)
+}
+
+/// [`reduce`] for 8-bit pixels, summing in integers (the same values: every partial
+/// sum is an integer well inside `f32`'s exact range).
+fn reduce_u8(plane: &[u8], width: usize, height: usize) -> (Vec<f32>, u32, u32) {
+    let factor = reduce_factor(width, height);
+    if factor < 2 {
+        return (plane.iter().map(|&v| f32::from(v)).collect(), width as u32, height as u32);
+    }
+    let (ow, oh) = (width / factor, height / factor);
+    let norm = 1.0 / (factor * factor) as f32;
+    let mut out = Vec::with_capacity(ow * oh);
+    let mut sums = vec![0u32; ow];
+    for oy in 0..oh {
+        sums.fill(0);
+        for row in plane[oy * factor * width..].chunks(width).take(factor) {
+            if factor == 2 {
+                for (s, pair) in sums.iter_mut().zip(row.chunks_exact(2)) {
+                    *s += u32::from(pair[0]) + u32::from(pair[1]);
+                }
+            } else {
+                for (s, block) in sums.iter_mut().zip(row.chunks_exact(factor)) {
+                    *s += block.iter().map(|&v| u32::from(v)).sum::<u32>();
+                }
+            }
+        }
+        out.extend(sums.iter().map(|&s| s as f32 * norm));
     }
     (out, ow as u32, oh as u32)
 }
@@ -322,15 +389,42 @@ fn classify(e: image::ImageError, format: &'static str) -> ImageError {
 /// Inside entropy-coded data every FF byte is followed by 00 (byte stuffing) or a
 /// restart marker, so neither marker can appear there by accident; an EXIF thumbnail's
 /// own markers come before the main image's scans.
+///
+/// Found from the end: the answer is yes exactly when the last of all start-of-scan and
+/// end-of-image markers is an end-of-image marker and some scan precedes it. A whole
+/// file ends with its end marker, so this reads a few bytes at the end and the headers up
+/// to the first scan, not the whole file twice.
 fn jpeg_has_end_after_last_scan(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_scan {
-        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
+    let last_marker = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9] || w == [0xFF, 0xDA]);
+    match last_marker {
+        Some(at) if bytes[at + 1] == 0xD9 => bytes[..at].windows(2).any(|w| w == [0xFF, 0xDA]),
+        _ => false,
     }
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {
     let shown: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     shown.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_marker_check_agrees_with_scanning_from_the_last_scan() {
+        // The plain definition: find the last start-of-scan, then look for an end after it.
+        let plain = |bytes: &[u8]| match bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) {
+            Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            None => false,
+        };
+        // Every string of up to 8 bytes over the bytes that matter.
+        let alphabet = [0x00, 0xFF, 0xD9, 0xDA];
+        for len in 0..=8u32 {
+            for code in 0..4usize.pow(len) {
+                let bytes: Vec<u8> = (0..len).map(|i| alphabet[code / 4usize.pow(i) % 4]).collect();
+                assert_eq!(jpeg_has_end_after_last_scan(&bytes), plain(&bytes), "{bytes:02x?}");
+            }
+        }
+    }
 }

@@ -87,7 +87,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="image files or directories")
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--lookalike-bench", default=os.path.join(ROOT, "target/release/examples/hashbench"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    ap.add_argument("--lookalike-bench", default=os.path.join(target, "release/examples/hashbench"),
+                    help="the hashbench binary (default: $CARGO_TARGET_DIR or ./target, release/examples/hashbench)")
     ap.add_argument("--markdown", help="also write the tables here")
     args = ap.parse_args()
     files = []
