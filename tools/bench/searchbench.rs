@@ -453,6 +453,7 @@ fn entry(i: usize, code: &Hash256) -> NewEntry {
         note: None,
         thumbnail: None,
         views: Vec::new(),
+        features: None,
     }
 }
 

@@ -195,7 +195,7 @@ def source_state(exe: Path) -> str:
                                   text=True).stdout.strip()
             n = len(subprocess.run(["git", "-C", str(d), "status", "--porcelain", "--untracked-files=no"],
                                    capture_output=True, text=True).stdout.splitlines())
-            return f"{desc} in {d}" + (f", {n} tracked files modified" if n else "")
+            return desc + (f", {n} tracked files modified" if n else "")
     return "not in a git checkout"
 
 
@@ -391,6 +391,11 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
     out.append("")
     out.append("## Summary")
     out.append("")
+    if ctx["lookalike_score"] == "verified":
+        out.append("lookalike's score: a match its local-feature check verified (which it flags) counts as "
+                   "minus its distinct matching corners, below every distance; otherwise, as for every "
+                   "method, the best match's Hamming distance.")
+        out.append("")
     out.append("Score = best match's Hamming distance (lower = closer). Thresholds are set on the negatives; "
                "TPR = share of positives at or under them. Top-1 = among positives matched at the 0.1% "
                "threshold, share whose best match is their own source image.")
