@@ -142,7 +142,7 @@ type H = [f32; 9];
 /// A least-squares fit of a model to matches.
 type Fit = fn(&[&Match]) -> Option<H>;
 
-fn apply(h: &H, (x, y): (f32, f32)) -> (f32, f32) {
+pub(super) fn apply(h: &H, (x, y): (f32, f32)) -> (f32, f32) {
     let w = h[6] * x + h[7] * y + h[8];
     ((h[0] * x + h[1] * y + h[2]) / w, (h[3] * x + h[4] * y + h[5]) / w)
 }
@@ -162,7 +162,7 @@ fn scale_rotation(h: &H, at: (f32, f32)) -> (f32, f32) {
 }
 
 /// The inverse map, if invertible.
-fn invert(h: &H) -> Option<H> {
+pub(super) fn invert(h: &H) -> Option<H> {
     let m = h.map(f64::from);
     let c = [
         m[4] * m[8] - m[5] * m[7],

@@ -113,22 +113,10 @@ fn perspective(img: &RgbImage, squeeze: f32) -> RgbImage {
     let den = dx1 * dy2 - dx2 * dy1;
     let (g, hh) = ((sx * dy2 - dx2 * sy) / den, (dx1 * sy - sx * dy1) / den);
     let m = [x1 - x0 + g * x1, x3 - x0 + hh * x3, x0, y1 - y0 + g * y1, y3 - y0 + hh * y3, y0, g, hh, 1.0];
-    // Output pixel → (u, v) by the inverse (adjugate; the scale cancels).
-    let inv = [
-        m[4] * m[8] - m[5] * m[7],
-        m[2] * m[7] - m[1] * m[8],
-        m[1] * m[5] - m[2] * m[4],
-        m[5] * m[6] - m[3] * m[8],
-        m[0] * m[8] - m[2] * m[6],
-        m[2] * m[3] - m[0] * m[5],
-        m[3] * m[7] - m[4] * m[6],
-        m[1] * m[6] - m[0] * m[7],
-        m[0] * m[4] - m[1] * m[3],
-    ];
+    // Output pixel → (u, v) by the inverse map.
+    let inv = matching::invert(&m).expect("a trapezoid's homography is invertible");
     RgbImage::from_fn(img.width(), img.height(), |x, y| {
-        let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-        let z = inv[6] * px + inv[7] * py + inv[8];
-        let (u, v) = ((inv[0] * px + inv[1] * py + inv[2]) / z, (inv[3] * px + inv[4] * py + inv[5]) / z);
+        let (u, v) = matching::apply(&inv, (x as f32 + 0.5, y as f32 + 0.5));
         if (0.0..=1.0).contains(&u) && (0.0..=1.0).contains(&v) {
             sample(img, u * w - 0.5, v * h - 0.5, [255, 255, 255])
         } else {

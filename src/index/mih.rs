@@ -641,14 +641,9 @@ mod tests {
     /// Candidates are a superset of the true answer, in every layout, at every radius.
     #[test]
     fn candidates_cover_every_code_within_the_radius() {
-        let mut s = 7u64;
-        let mut next = move || {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut next = move || rng.random::<u64>();
         let queries: Vec<Hash256> = (0..3).map(|_| Hash256([next(), next(), next(), next()])).collect();
         let mut codes: Vec<[u64; 4]> = Vec::new();
         for i in 0..3000u64 {

@@ -332,15 +332,9 @@ mod tests {
     use super::*;
 
     fn codes(n: usize, seed: u64) -> Vec<[u64; 4]> {
-        let mut s = seed;
-        let mut next = move || {
-            // splitmix64
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut next = move || rng.random::<u64>();
         (0..n).map(|_| [next(), next(), next(), next()]).collect()
     }
 
