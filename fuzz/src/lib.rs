@@ -105,12 +105,14 @@ fn error_text(error: ApiError) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
-/// Hash `data` within [`LIMITS`] (with `thumbnail`, through the entry point that also
-/// makes the thumbnail) and check what an accepted image gives.
+/// Hash `data` within [`LIMITS`] (with `thumbnail`, through the entry point indexing uses,
+/// which also makes the thumbnail and the local features) and check what an accepted
+/// image gives.
 fn check_image(data: &[u8], thumbnail: bool) -> Result<ImageHashes, ImageError> {
     let result = if thumbnail {
-        hash::hash_image_with_thumbnail(data, &LIMITS).map(|(h, jpeg)| {
+        hash::index_image(data, &LIMITS).map(|(h, jpeg, features)| {
             assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]), "thumbnail is not a JPEG");
+            lookalike::features::from_bytes(&features).expect("stored features read back");
             h
         })
     } else {

@@ -92,12 +92,6 @@ pub fn hash_image(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHashes, Im
 /// Longer side of the thumbnails kept for the moderator page, in pixels.
 pub const THUMBNAIL_SIDE: u32 = 256;
 
-/// Like [`hash_image`], and also a JPEG thumbnail (see [`THUMBNAIL_SIDE`]).
-pub fn hash_image_with_thumbnail(bytes: &[u8], limits: &DecodeLimits) -> Result<(ImageHashes, Vec<u8>), ImageError> {
-    let (mut decoded, thumbnail) = decode_with_thumbnail(bytes, limits, THUMBNAIL_SIDE)?;
-    Ok((hash_decoded(&mut decoded), thumbnail))
-}
-
 /// What indexing keeps of an image: its hashes, a thumbnail (see [`THUMBNAIL_SIDE`]) and
 /// its local features in stored form (`features::to_bytes`, default extraction).
 pub fn index_image(bytes: &[u8], limits: &DecodeLimits) -> Result<(ImageHashes, Vec<u8>, Vec<u8>), ImageError> {

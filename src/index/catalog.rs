@@ -358,21 +358,15 @@ impl Catalog {
         Ok(ids)
     }
 
-    /// Drop the thumbnails of deleted entries (they stay viewable until compaction).
-    pub fn drop_deleted_thumbnails(&mut self) -> Result<(), IndexError> {
+    /// Drop the thumbnails and features of deleted entries (thumbnails stay viewable until
+    /// compaction).
+    pub fn drop_deleted_extras(&mut self) -> Result<(), IndexError> {
         self.conn_mut()
-            .execute(
-                "DELETE FROM thumbnails WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL)",
-                [],
+            .execute_batch(
+                "DELETE FROM thumbnails WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL);
+                 DELETE FROM features WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL);",
             )
-            .and_then(|_| {
-                self.conn_mut().execute(
-                    "DELETE FROM features WHERE entry_id IN (SELECT id FROM entries WHERE deleted_at IS NOT NULL)",
-                    [],
-                )
-            })
-            .map(drop)
-            .map_err(|e| IndexError::sqlite("dropping thumbnails of deleted entries", e))
+            .map_err(|e| IndexError::sqlite("dropping thumbnails and features of deleted entries", e))
     }
 
     /// Entries matching a selector, deleted ones included.

@@ -784,7 +784,7 @@ impl Index {
     /// rebuild the tables. Returns the number of records dropped.
     pub fn compact(&mut self) -> Result<u64, IndexError> {
         self.require_writable()?;
-        self.catalog.drop_deleted_thumbnails()?;
+        self.catalog.drop_deleted_extras()?;
         let mut items = Vec::new();
         let codes = self.code_slice();
         for record in 0..self.codes.len() as u32 {

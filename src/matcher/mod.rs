@@ -260,10 +260,8 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
             continue;
         }
         let Some(entry) = entries.remove(&id) else { continue };
-        if entry.deleted_at_ms.is_some()
-            || query.brand.as_ref().is_some_and(|b| *b != entry.brand)
-            || query.label.is_some_and(|l| l != entry.label)
-        {
+        // (Deleted entries never come back from `feature_candidates`.)
+        if query.brand.as_ref().is_some_and(|b| *b != entry.brand) || query.label.is_some_and(|l| l != entry.label) {
             continue;
         }
         let Some((distance, orientation, view, query_view)) = rescore.score(&entry) else { continue };
