@@ -211,6 +211,67 @@ fn unrelated_photos_are_not_verified() {
     }
 }
 
+/// A catalog-style product shot: a package with a printed pattern (`body`) on a white
+/// 800 × 800 field, with `logo` (a crop of a real photo) in its middle.
+fn product_shot(body: &RgbImage, logo: &RgbImage) -> RgbImage {
+    let mut shot = RgbImage::from_pixel(800, 800, Rgb([255, 255, 255]));
+    imageops::overlay(&mut shot, &imageops::resize(body, 340, 500, imageops::FilterType::Triangle), 230, 180);
+    imageops::overlay(&mut shot, &imageops::resize(logo, 160, 160, imageops::FilterType::Triangle), 320, 350);
+    shot
+}
+
+/// A red price sticker with white "lettering" (bars of glyph width) over `img` at (x, y).
+fn with_sticker(img: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> RgbImage {
+    let mut out = img.clone();
+    for yy in y..y + h {
+        for xx in x..x + w {
+            let glyph =
+                (xx - x) % 22 < 12 && (yy - y) > h / 4 && (yy - y) < h * 3 / 4 && (xx - x) > 10 && (xx - x) < w - 10;
+            out.put_pixel(xx, yy, if glyph { Rgb([255, 255, 255]) } else { Rgb([200, 20, 30]) });
+        }
+    }
+    out
+}
+
+#[test]
+fn a_price_sticker_on_a_copy_is_found_but_another_logo_on_its_layout_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    for name in ["chelsea.png", "rocket_exif6.jpg"] {
+        add(&mut index, name, &std::fs::read(common::fixture(name)).unwrap());
+    }
+    // The package and the logos are photos that are not in the index.
+    let body = fixture_image("coffee.jpg");
+    let logo_a = imageops::crop_imm(&fixture_image("astronaut.jpg"), 120, 20, 260, 260).to_image();
+    let logo_b = imageops::crop_imm(&fixture_image("camera_gray.png"), 150, 40, 260, 260).to_image();
+    let shot_a = product_shot(&body, &logo_a);
+    add(&mut index, "shot-a", &jpeg(&shot_a, 90));
+    let stored = hash_image(&jpeg(&shot_a, 90), &DecodeLimits::default()).unwrap();
+    let pdq_distance = |img: &RgbImage| {
+        let h = hash_image(&jpeg(img, 85), &DecodeLimits::default()).unwrap();
+        (0..8).map(|o| h.pdq.dihedral[o].distance(&stored.pdq.hash())).min().unwrap()
+    };
+
+    // The brand's exact shot with a seller's price stickers on the white field: the
+    // global hash moves past the flag distance, the corners of the product remain.
+    let stickered = with_sticker(&with_sticker(&shot_a, 30, 30, 740, 130), 400, 700, 370, 80);
+    let d = pdq_distance(&stickered);
+    assert!(d > 31, "the test needs a sticker that moves PDQ past the flag distance; it is {d} bits away");
+    let m = verified_as(&query(&index, &stickered), "shot-a");
+    let v = m.verified.as_ref().unwrap();
+    assert!(v.stored_coverage > 0.8 && (v.scale - 1.0).abs() < 0.1, "the same frame: {v:?}");
+
+    // Another logo in exactly the same layout: its frame lines up just as well, but the
+    // part of the stored shot where its corners crowd (the logo) is gone.
+    let sibling = product_shot(&body, &logo_b);
+    let r = query(&index, &sibling);
+    assert!(r.matches.iter().all(|m| m.verified.is_none()), "{r:?}");
+    // ...and with a sticker too, so that the hash alone cannot flag it either.
+    let r = query(&index, &with_sticker(&with_sticker(&sibling, 30, 30, 740, 130), 400, 700, 370, 80));
+    assert!(r.matches.iter().all(|m| m.verified.is_none()), "{r:?}");
+    assert_ne!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+}
+
 /// `img` turned by `degrees` about its centre, same canvas size, black corners
 /// (nearest-neighbour sampling: enough for a test edit).
 fn rotated(img: &RgbImage, degrees: f32) -> RgbImage {

@@ -70,7 +70,43 @@ impl Verification {
     pub fn map(&self, x: f32, y: f32) -> (f32, f32) {
         apply(&self.transform, (x, y))
     }
+
+    /// Share of the candidate's features (0–1) that lie in regions of it where none
+    /// matched: square cells of [`LOST_CELL`] working pixels holding at least
+    /// [`LOST_CELL_MIN`] features and no inlier.
+    ///
+    /// When the query shows the candidate's whole frame, this tells what was changed in
+    /// it. A sticker or a price tag over a plain part of a photo loses little (the
+    /// corners it hides were few); a different logo on the same product layout loses
+    /// the logo, where a product shot's corners crowd.
+    pub fn lost_share(&self, candidate: &[Feature]) -> f32 {
+        if candidate.is_empty() {
+            return 0.0;
+        }
+        let cell_of = |f: &Feature| {
+            let (x, y) = f.pos();
+            ((x / LOST_CELL) as usize).min(LOST_GRID - 1) + LOST_GRID * ((y / LOST_CELL) as usize).min(LOST_GRID - 1)
+        };
+        let mut count = [0u32; LOST_GRID * LOST_GRID];
+        let mut matched = [false; LOST_GRID * LOST_GRID];
+        for f in candidate {
+            count[cell_of(f)] += 1;
+        }
+        for &(_, ci) in &self.pairs {
+            matched[cell_of(&candidate[ci as usize])] = true;
+        }
+        let lost: u32 = count.iter().zip(&matched).filter(|&(&n, &m)| n >= LOST_CELL_MIN && !m).map(|(&n, _)| n).sum();
+        lost as f32 / candidate.len() as f32
+    }
 }
+
+/// Cell side for [`Verification::lost_share`], working pixels (an 8 × 8 grid over the
+/// 512-pixel working image).
+pub const LOST_CELL: f32 = 64.0;
+const LOST_GRID: usize = 8;
+/// Fewest features in a cell for its having no inlier to count as lost (fewer go
+/// unmatched by chance).
+pub const LOST_CELL_MIN: u32 = 4;
 
 /// A tentative correspondence.
 #[derive(Clone, Copy, Debug)]

@@ -787,3 +787,28 @@ fn costs() {
         stored.len()
     );
 }
+
+#[test]
+fn lost_share_tells_a_sticker_on_a_plain_part_from_a_replaced_centre() {
+    // A product-style shot: a photo in the middle of a plain white field.
+    let astronaut = resized(&fixture_rgb("astronaut.jpg"), 260, 260);
+    let mut shot = RgbImage::from_pixel(640, 640, Rgb([255, 255, 255]));
+    imageops::overlay(&mut shot, &astronaut, 190, 190);
+    let stored = index_features(&shot);
+
+    // A sticker on the white field hides no corners: nothing is lost.
+    let mut stickered = shot.clone();
+    fill_rect(&mut stickered, 20, 20, 200, 70, [200, 20, 30]);
+    fill_rect(&mut stickered, 40, 45, 150, 20, [255, 255, 255]);
+    let v = verified(&query_features(&stickered), &stored, "sticker");
+    let lost = v.lost_share(&stored);
+    assert!(lost < 0.05, "a sticker over white lost {lost}");
+
+    // The centre of the photo replaced by another photo: what was there is lost.
+    let mut replaced = shot.clone();
+    imageops::overlay(&mut replaced, &resized(&fixture_rgb("coffee.jpg"), 150, 150), 245, 245);
+    let v = verified(&query_features(&replaced), &stored, "replaced centre");
+    let lost = v.lost_share(&stored);
+    assert!(lost > 0.2, "replacing the middle of the photo lost only {lost}");
+    assert!(v.lost_share(&[]) == 0.0);
+}
