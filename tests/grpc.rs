@@ -166,7 +166,7 @@ async fn catalog_over_the_stream_then_edited_copies_match() {
     assert_eq!(verdict_of(&r), pb::Verdict::BrandPhotoReused, "{r:?}");
     assert_eq!(r.matches[0].id, ids["coffee.jpg"]);
     assert_eq!(pb::Orientation::try_from(r.matches[0].orientation), Ok(pb::Orientation::FlipY));
-    assert_eq!(r.matches[0].view, "mirrored left to right");
+    assert!(r.matches[0].view.starts_with("mirrored left to right"), "{:?}", r.matches[0]);
 
     // A re-encoded known fake.
     let fake = load(FAKE);

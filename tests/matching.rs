@@ -8,7 +8,7 @@ use common::{jpeg, photo};
 use image::{imageops, Rgb, RgbImage};
 use lookalike::hash::{hash_image, index_image, DecodeLimits};
 use lookalike::index::{Index, Label, NewEntry, OpenOptions};
-use lookalike::matcher::{match_image, MatchResult, Query, Verdict};
+use lookalike::matcher::{match_image, MatchResult, Query, Thresholds, Verdict};
 
 fn add(index: &mut Index, name: &str, bytes: &[u8]) {
     let (h, thumbnail, features) = index_image(bytes, &DecodeLimits::default()).unwrap();
@@ -266,6 +266,16 @@ fn a_price_sticker_on_a_copy_is_found_but_another_logo_on_its_layout_is_not() {
     let sibling = product_shot(&body, &logo_b);
     let r = query(&index, &sibling);
     assert!(r.matches.iter().all(|m| m.verified.is_none()), "{r:?}");
+    // Even with a flag distance loose enough for its hash (real siblings are often 14–30
+    // bits apart), the replaced logo sends it to review.
+    let d = pdq_distance(&sibling);
+    assert!(d <= 60, "{d} bits");
+    let loose = Query { thresholds: Thresholds { flag: 60, review: 70, ..Thresholds::default() }, ..Query::default() };
+    let r = match_image(&index, &jpeg(&sibling, 85), &DecodeLimits::default(), &loose).unwrap();
+    let m = best(&r, "shot-a").unwrap_or_else(|| panic!("{r:?}"));
+    assert!(m.replaced.is_some_and(|lost| lost > 0.15), "{m:?}");
+    assert_eq!(r.verdict, Verdict::Review, "{r:?}");
+    assert!(m.describe().contains("replaced"), "{}", m.describe());
     // ...and with a sticker too, so that the hash alone cannot flag it either.
     let r = query(&index, &with_sticker(&with_sticker(&sibling, 30, 30, 740, 130), 400, 700, 370, 80));
     assert!(r.matches.iter().all(|m| m.verified.is_none()), "{r:?}");

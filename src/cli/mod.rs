@@ -259,6 +259,10 @@ pub struct QueryArgs {
     #[arg(short, long, default_value_t = 10)]
     pub k: usize,
     /// Distance (bits of 256) at or below which a match is acted on automatically.
+    /// A match the local-feature check verifies is flagged at any distance; one it finds
+    /// to be another logo on the stored photo's layout goes to review. The default was
+    /// calibrated on tools/eval's corpus (the usual PDQ threshold, 31, flags different
+    /// logos on the same white product layout).
     #[arg(long, default_value_t = Thresholds::DEFAULT_FLAG, value_name = "BITS")]
     pub flag: u32,
     /// Distance at or below which a match goes to a moderator.

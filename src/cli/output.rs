@@ -26,6 +26,7 @@ pub fn match_json(path: &Path, r: &MatchResult) -> Value {
                 "query_view": m.query_view,
                 "closeness": m.closeness,
                 "verified": m.verified,
+                "replaced": m.replaced,
                 "source": m.entry.source,
                 "note": m.entry.note,
             })

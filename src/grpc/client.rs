@@ -118,6 +118,7 @@ pub fn match_result_from_pb(r: pb::MatchResponse) -> anyhow::Result<MatchResult>
                     listing_coverage: v.listing_coverage,
                     stored_coverage: v.stored_coverage,
                 }),
+                replaced: m.replaced,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

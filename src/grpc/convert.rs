@@ -318,6 +318,7 @@ pub fn match_response(request_id: String, r: MatchResult, total: Duration) -> pb
                     listing_coverage: v.listing_coverage,
                     stored_coverage: v.stored_coverage,
                 }),
+                replaced: m.replaced,
             })
             .collect(),
         hash_micros: micros(r.hash_time),

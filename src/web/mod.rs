@@ -109,13 +109,17 @@ fn parse_label(value: Option<&str>) -> Result<Option<Label>, WebError> {
     }
 }
 
-/// How a distance reads to a moderator.
-pub fn reading(distance: u32, t: &Thresholds) -> &'static str {
-    if distance <= NEAR_IDENTICAL.min(t.flag) {
+/// How a match reads to a moderator.
+pub fn reading(m: &Match, t: &Thresholds) -> &'static str {
+    if m.distance <= NEAR_IDENTICAL.min(t.flag) {
         "near-identical"
-    } else if distance <= t.flag {
+    } else if m.verified.is_some() {
         "likely edited copy"
-    } else if distance <= t.review {
+    } else if m.replaced.is_some() && m.distance <= t.review {
+        "same layout, part replaced — review"
+    } else if m.distance <= t.flag {
+        "likely edited copy"
+    } else if m.distance <= t.review {
         "weak — review"
     } else {
         "not similar"
@@ -143,11 +147,12 @@ fn match_json(m: &Match, t: &Thresholds) -> Value {
         "note": m.entry.note,
         "source": m.entry.source,
         "distance": m.distance,
-        "reading": reading(m.distance, t),
+        "reading": reading(m, t),
         "closeness": match m.closeness { Closeness::Flag => "flag", Closeness::Review => "review", Closeness::Beyond => "beyond" },
         "orientation": m.orientation.name(),
         "view": m.describe(),
         "verified": m.verified,
+        "replaced": m.replaced,
         "thumbnail": thumbnail_url(m.entry.id),
     })
 }
