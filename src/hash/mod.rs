@@ -130,7 +130,11 @@ pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
         Trimmed { pdq, rect: [scale(rect.x, sx), scale(rect.y, sy), scale(rect.width, sx), scale(rect.height, sy)] }
     });
     let filtered = pdq::filter_and_decimate(&mut decoded.luma, w, h, &mut scratch);
-    let pdq = pdq::hash_64x64(&filtered);
+    let pdq = if decoded.width.min(decoded.height) < pdq::MIN_HASHABLE_SIDE as u32 {
+        pdq::PdqHashes::too_small()
+    } else {
+        pdq::hash_64x64(&filtered)
+    };
     let phash = phash::phash_64(&filtered);
     ImageHashes { pdq, phash, width: decoded.width, height: decoded.height, format: decoded.format, trimmed }
 }

@@ -116,7 +116,16 @@ pub struct PdqHashes {
     pub dihedral: [Hash256; 8],
 }
 
+/// Images narrower or shorter than this get the reference's answer for "too small to
+/// hash": an all-zero hash of quality 0 (`MIN_HASHABLE_DIM` in `pdqhashing.cpp`).
+pub const MIN_HASHABLE_SIDE: usize = 5;
+
 impl PdqHashes {
+    /// What the reference returns for an image under [`MIN_HASHABLE_SIDE`] on a side.
+    pub fn too_small() -> PdqHashes {
+        PdqHashes { quality: 0, dihedral: [Hash256::default(); 8] }
+    }
+
     /// The hash of the image as it is.
     pub fn hash(&self) -> Hash256 {
         self.dihedral[0]
@@ -137,6 +146,9 @@ pub struct PdqScratch {
 ///
 /// `luma` is only read; it is `&mut` because earlier versions filtered it in place.
 pub fn hash_luma(luma: &mut [f32], width: usize, height: usize, scratch: &mut PdqScratch) -> PdqHashes {
+    if width < MIN_HASHABLE_SIDE || height < MIN_HASHABLE_SIDE {
+        return PdqHashes::too_small();
+    }
     hash_64x64(&filter_and_decimate(luma, width, height, scratch))
 }
 
@@ -596,5 +608,18 @@ mod tests {
             worst = worst.max(distance);
         }
         assert!(worst <= 2, "a transformed image's hash is {worst} bits from its variant");
+    }
+
+    #[test]
+    fn images_under_five_pixels_on_a_side_get_the_reference_zero_hash() {
+        // pdqhash (the reference) on random 3×3 and 4×10 images: all-zero, quality 0;
+        // on 5×5, a real hash.
+        let mut scratch = PdqScratch::default();
+        for (w, h) in [(3, 3), (4, 10), (10, 4), (1, 1)] {
+            let mut plane = gradient_image(w, h);
+            assert_eq!(hash_luma(&mut plane, w, h, &mut scratch), PdqHashes::too_small(), "{w}×{h}");
+        }
+        let mut plane = gradient_image(5, 5);
+        assert_ne!(hash_luma(&mut plane, 5, 5, &mut scratch).hash(), Hash256::default());
     }
 }
