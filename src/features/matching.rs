@@ -406,10 +406,18 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Matching, RANSAC and refinement; the best model whatever its inlier count.
-pub(crate) fn verify(query: &[Feature], candidate: &[Feature], p: &VerifyParams) -> Option<Verification> {
+/// Matching, RANSAC and refinement; the best model whatever its inlier count, or `None`
+/// with fewer than `min_matches` (at least 2) descriptor matches. A model's inliers are
+/// some of the matches, so [`VerifyParams::min_inliers`] as `min_matches` drops only
+/// models that [`Verification::accepted`] would refuse, without fitting them.
+pub(crate) fn verify(
+    query: &[Feature],
+    candidate: &[Feature],
+    p: &VerifyParams,
+    min_matches: usize,
+) -> Option<Verification> {
     let ms = match_descriptors(query, candidate, p);
-    if ms.len() < 2 {
+    if ms.len() < min_matches.max(2) {
         return None;
     }
     let query_all = bbox(query.iter().map(Feature::pos));
