@@ -39,13 +39,6 @@ pub(crate) struct Gray {
     pub px: Vec<u8>,
 }
 
-impl Gray {
-    #[inline]
-    fn at(&self, x: usize, y: usize) -> u8 {
-        self.px[y * self.w + x]
-    }
-}
-
 /// Size of the working image: longer side `side`, aspect kept, at least 1 pixel.
 pub(crate) fn working_size(width: u32, height: u32, side: u32) -> (usize, usize) {
     let long = width.max(height).max(1) as f64;
@@ -86,7 +79,32 @@ fn resize(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
     let ys = resample_weights(sh, dh);
     // Columns first (per source row), then rows.
     let mut tmp = vec![0f32; dw * sh];
-    for (row, out) in src.chunks_exact(sw).zip(tmp.chunks_exact_mut(dw)) {
+    // Rows in blocks of LANES, interleaved so that one output column of the whole block
+    // is a run of vector operations. Each output is still its own sum, term by term in
+    // the order `Iterator::sum` adds them (from −0.0), so the values are the same.
+    const LANES: usize = 8;
+    let blocked = sh / LANES * LANES;
+    let mut block = vec![[0f32; LANES]; sw];
+    for y0 in (0..blocked).step_by(LANES) {
+        for (x, column) in block.iter_mut().enumerate() {
+            for (r, v) in column.iter_mut().enumerate() {
+                *v = src[(y0 + r) * sw + x];
+            }
+        }
+        for (ox, (lo, weights)) in xs.iter().enumerate() {
+            let mut acc = [-0.0f32; LANES];
+            for (column, &wgt) in block[*lo..*lo + weights.len()].iter().zip(weights) {
+                for (a, &v) in acc.iter_mut().zip(column) {
+                    *a += v * wgt;
+                }
+            }
+            for (r, &a) in acc.iter().enumerate() {
+                tmp[(y0 + r) * dw + ox] = a;
+            }
+        }
+    }
+    let rest = src[blocked * sw..].chunks_exact(sw).zip(tmp[blocked * dw..].chunks_exact_mut(dw));
+    for (row, out) in rest {
         for (o, (lo, weights)) in out.iter_mut().zip(&xs) {
             *o = row[*lo..*lo + weights.len()].iter().zip(weights).map(|(a, b)| a * b).sum();
         }
@@ -116,13 +134,20 @@ fn blur(img: &Gray) -> Gray {
     let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
     // Rows: an unclamped interior, clamped edges; kept ×SUM in u32.
     let mut tmp = vec![0u32; w * h];
+    let edges = || (0..w.min(3)).chain(w.saturating_sub(3).max(w.min(3))..w);
     for (row, out) in img.px.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
-        for (x, o) in out.iter_mut().enumerate() {
-            *o = if x >= 3 && x + 3 < w {
-                row[x - 3..x + 4].iter().zip(K).map(|(&v, k)| k * u32::from(v)).sum()
-            } else {
-                K.iter().enumerate().map(|(k, &c)| c * u32::from(row[clamp(x as isize + k as isize - 3, w)])).sum()
-            };
+        if w > 6 {
+            // The interior a tap at a time, which vectorises (integer sums: any order).
+            let interior = &mut out[3..w - 3];
+            for (k, &c) in K.iter().enumerate() {
+                for (o, &v) in interior.iter_mut().zip(&row[k..]) {
+                    *o += c * u32::from(v);
+                }
+            }
+        }
+        for x in edges() {
+            out[x] =
+                K.iter().enumerate().map(|(k, &c)| c * u32::from(row[clamp(x as isize + k as isize - 3, w)])).sum();
         }
     }
     // Columns, a row at a time.
@@ -170,58 +195,65 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
         return Vec::new();
     }
     let offsets: [isize; 16] = RING.map(|(dx, dy)| dy as isize * w as isize + dx as isize);
-    let t = i16::from(t);
     let px = &img.px[..];
     let mut score = vec![0u16; w * h];
+    // Pixels with a nonzero score, in row-major order.
+    let mut scored: Vec<usize> = Vec::new();
+    let inner = w - 2 * BORDER;
+    let mut pass = vec![0u8; inner.next_multiple_of(8)];
     for y in BORDER..h - BORDER {
-        let (up, down, row) = (&px[(y - 3) * w..(y - 2) * w], &px[(y + 3) * w..(y + 4) * w], &px[y * w..(y + 1) * w]);
-        for x in BORDER..w - BORDER {
-            let p = i16::from(row[x]);
-            let (hi, lo) = (p + t, p - t);
-            // A 9-arc of the 16-ring holds ring pixel 0 or 8, and ring pixel 4 or 12.
-            let (v0, v8) = (i16::from(up[x]), i16::from(down[x]));
-            let (b08, d08) = (v0 > hi || v8 > hi, v0 < lo || v8 < lo);
-            if !b08 && !d08 {
+        let row = |dy: usize, dx: isize| {
+            let start = ((y + dy - 3) * w + BORDER) as isize + dx;
+            &px[start as usize..start as usize + inner]
+        };
+        // A 9-arc of the 16-ring holds ring pixel 0 or 8, and ring pixel 4 or 12: those
+        // four decide, for a whole row at once, which pixels are worth the full test.
+        // (In u8, `p + t` and `p − t` saturate where no pixel could pass anyway.)
+        let (centre, up, down, right, left) = (row(3, 0), row(0, 0), row(6, 0), row(3, 3), row(3, -3));
+        for (k, flag) in pass[..inner].iter_mut().enumerate() {
+            let p = centre[k];
+            let (hi, lo) = (p.saturating_add(t), p.saturating_sub(t));
+            let (v0, v8, v4, v12) = (up[k], down[k], right[k], left[k]);
+            let bright = ((v0 > hi) | (v8 > hi)) & ((v4 > hi) | (v12 > hi));
+            let dark = ((v0 < lo) | (v8 < lo)) & ((v4 < lo) | (v12 < lo));
+            *flag = u8::from(bright | dark);
+        }
+        for (c, chunk) in pass.chunks_exact(8).enumerate() {
+            if u64::from_ne_bytes(chunk.try_into().expect("8 bytes")) == 0 {
                 continue;
             }
-            let (v4, v12) = (i16::from(row[x + 3]), i16::from(row[x - 3]));
-            let (b412, d412) = (v4 > hi || v12 > hi, v4 < lo || v12 < lo);
-            if !(b08 && b412 || d08 && d412) {
-                continue;
-            }
-            let i = y * w + x;
-            let (mut bmask, mut dmask, mut bsum, mut dsum) = (0u32, 0u32, 0i32, 0i32);
-            for (k, &o) in offsets.iter().enumerate() {
-                let v = i16::from(px[(i as isize + o) as usize]);
-                if v > hi {
-                    bmask |= 1 << k;
-                    bsum += i32::from(v - hi);
-                } else if v < lo {
-                    dmask |= 1 << k;
-                    dsum += i32::from(lo - v);
+            for k in (0..8).filter(|&k| chunk[k] != 0) {
+                let i = y * w + BORDER + c * 8 + k;
+                let p = i16::from(px[i]);
+                let (hi, lo) = (p + i16::from(t), p - i16::from(t));
+                let (mut bmask, mut dmask, mut bsum, mut dsum) = (0u32, 0u32, 0i32, 0i32);
+                for (k, &o) in offsets.iter().enumerate() {
+                    let v = i16::from(px[(i as isize + o) as usize]);
+                    if v > hi {
+                        bmask |= 1 << k;
+                        bsum += i32::from(v - hi);
+                    } else if v < lo {
+                        dmask |= 1 << k;
+                        dsum += i32::from(lo - v);
+                    }
                 }
-            }
-            let s = if has_arc9(bmask) { bsum } else { 0 }.max(if has_arc9(dmask) { dsum } else { 0 });
-            if s > 0 {
-                score[i] = s.min(i32::from(u16::MAX)) as u16;
+                let s = if has_arc9(bmask) { bsum } else { 0 }.max(if has_arc9(dmask) { dsum } else { 0 });
+                if s > 0 {
+                    score[i] = s.min(i32::from(u16::MAX)) as u16;
+                    scored.push(i);
+                }
             }
         }
     }
     let mut out = Vec::new();
-    for y in BORDER..h - BORDER {
-        for x in BORDER..w - BORDER {
-            let i = y * w + x;
-            let s = score[i];
-            if s == 0 {
-                continue;
-            }
-            // Strictly greater than later neighbours, at least equal to earlier ones:
-            // exactly one of a plateau survives.
-            let earlier = [i - w - 1, i - w, i - w + 1, i - 1];
-            let later = [i + 1, i + w - 1, i + w, i + w + 1];
-            if earlier.iter().all(|&j| s >= score[j]) && later.iter().all(|&j| s > score[j]) {
-                out.push((x, y));
-            }
+    for i in scored {
+        let s = score[i];
+        // Strictly greater than later neighbours, at least equal to earlier ones:
+        // exactly one of a plateau survives.
+        let earlier = [i - w - 1, i - w, i - w + 1, i - 1];
+        let later = [i + 1, i + w - 1, i + w, i + w + 1];
+        if earlier.iter().all(|&j| s >= score[j]) && later.iter().all(|&j| s > score[j]) {
+            out.push((i % w, i / w));
         }
     }
     out
@@ -229,19 +261,26 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
 
 /// Harris response `det − k·trace²` over a 7×7 window of central differences.
 fn harris(img: &Gray, x: usize, y: usize) -> f32 {
-    let (mut a, mut b, mut c) = (0i64, 0i64, 0i64);
-    for dy in -HARRIS_HALF..=HARRIS_HALF {
-        let yy = (y as i32 + dy) as usize;
-        for dx in -HARRIS_HALF..=HARRIS_HALF {
-            let xx = (x as i32 + dx) as usize;
-            let ix = i64::from(img.at(xx + 1, yy)) - i64::from(img.at(xx - 1, yy));
-            let iy = i64::from(img.at(xx, yy + 1)) - i64::from(img.at(xx, yy - 1));
+    // Sums of squared differences of 8-bit pixels over 49 pixels fit an i32 exactly.
+    const HALF: usize = HARRIS_HALF as usize;
+    const SIDE: usize = 2 * HALF + 1;
+    let w = img.w;
+    let (mut a, mut b, mut c) = (0i32, 0i32, 0i32);
+    for yy in y - HALF..=y + HALF {
+        let at = |row: usize, dx: isize| {
+            let start = (row * w + x - HALF) as isize + dx;
+            &img.px[start as usize..start as usize + SIDE]
+        };
+        let (left, right, up, down) = (at(yy, -1), at(yy, 1), at(yy - 1, 0), at(yy + 1, 0));
+        for k in 0..SIDE {
+            let ix = i32::from(right[k]) - i32::from(left[k]);
+            let iy = i32::from(down[k]) - i32::from(up[k]);
             a += ix * ix;
             b += iy * iy;
             c += ix * iy;
         }
     }
-    let (a, b, c) = (a as f64, b as f64, c as f64);
+    let (a, b, c) = (f64::from(a), f64::from(b), f64::from(c));
     ((a * b - c * c) - f64::from(HARRIS_K) * (a + b) * (a + b)) as f32
 }
 
