@@ -1,5 +1,7 @@
 //! Luma → working image → pyramid → oriented FAST keypoints → steered BRIEF.
 
+use std::sync::OnceLock;
+
 use super::pattern::{PATTERN, PATTERN_RADIUS};
 use super::{quantize_angle, quantize_coord, ExtractParams, Feature, SCALE_FACTOR};
 
@@ -123,7 +125,17 @@ fn resize(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
 }
 
 fn to_gray(plane: &[f32], w: usize, h: usize) -> Gray {
-    Gray { w, h, px: plane.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect() }
+    Gray { w, h, px: plane.iter().map(|&v| round_to_u8(v)).collect() }
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8` in operations that vectorise (`round` is a
+/// library call): clamping first changes nothing (0 and 255 are whole), `as u32`
+/// truncates a non-negative value, and the fraction it drops is exact.
+#[inline]
+fn round_to_u8(v: f32) -> u8 {
+    let v = v.max(0.0).min(255.0); // NaN → 0, as `NaN as u8` is
+    let whole = v as u32;
+    (whole + u32::from(v - whole as f32 >= 0.5)) as u8
 }
 
 /// Gaussian blur (σ = 2, 7 taps as ORB) of an 8-bit image, for the BRIEF tests.
@@ -305,38 +317,66 @@ fn spread(corners: Vec<Corner>, w: usize, h: usize, cell: usize, budget: usize) 
     ranked.into_iter().take(budget).map(|(_, c)| c).collect()
 }
 
+/// Half-width of each row of the orientation disc, from `dy = −r` down:
+/// `⌊√(r² − dy²)⌋`.
+const DISC: [i32; 2 * ORIENTATION_RADIUS as usize + 1] = {
+    let r = ORIENTATION_RADIUS;
+    let mut out = [0i32; 2 * ORIENTATION_RADIUS as usize + 1];
+    let mut k = 0;
+    while k < out.len() {
+        let dy = k as i32 - r;
+        out[k] = (r * r - dy * dy).unsigned_abs().isqrt() as i32;
+        k += 1;
+    }
+    out
+};
+
 /// Orientation by intensity centroid over a disc of radius [`ORIENTATION_RADIUS`], in
 /// radians, y down (so a positive angle turns from +x towards +y).
 fn orientation(img: &Gray, x: usize, y: usize) -> f32 {
-    let r = ORIENTATION_RADIUS;
-    let (mut m10, mut m01) = (0i64, 0i64);
-    for dy in -r..=r {
-        let half = ((r * r - dy * dy) as f64).sqrt() as i32;
-        let row = (y as i32 + dy) as usize * img.w;
-        for dx in -half..=half {
-            let v = i64::from(img.px[row + (x as i32 + dx) as usize]);
-            m10 += i64::from(dx) * v;
-            m01 += i64::from(dy) * v;
+    // Moments of 8-bit pixels over ~700 pixels at |dx|, |dy| ≤ 15 fit an i32 exactly.
+    let (mut m10, mut m01) = (0i32, 0i32);
+    for (k, &half) in DISC.iter().enumerate() {
+        let dy = k as i32 - ORIENTATION_RADIUS;
+        let start = (y as i32 + dy) as usize * img.w + x - half as usize;
+        let (mut sum, mut moment) = (0i32, 0i32);
+        for (j, &v) in img.px[start..=start + 2 * half as usize].iter().enumerate() {
+            sum += i32::from(v);
+            moment += (j as i32 - half) * i32::from(v);
         }
+        m10 += moment;
+        m01 += dy * sum;
     }
     (m01 as f32).atan2(m10 as f32)
 }
 
+/// The pattern steered by a stored angle (1/256 turns): `[x1, y1, x2, y2]` per bit,
+/// rounded to pixels. Computed once per angle.
+fn steered(angle: u8) -> &'static [[i8; 4]; 256] {
+    static TABLES: [OnceLock<[[i8; 4]; 256]>; 256] = [const { OnceLock::new() }; 256];
+    TABLES[usize::from(angle)].get_or_init(|| {
+        let (s, c) = (f32::from(angle) * std::f32::consts::TAU / 256.0).sin_cos();
+        // Within PATTERN_RADIUS + 1 of the keypoint: fits an i8.
+        let turn = |px: i8, py: i8| {
+            let (px, py) = (f32::from(px), f32::from(py));
+            [(px * c - py * s).round() as i8, (px * s + py * c).round() as i8]
+        };
+        PATTERN.map(|p| {
+            let ([x1, y1], [x2, y2]) = (turn(p[0], p[1]), turn(p[2], p[3]));
+            [x1, y1, x2, y2]
+        })
+    })
+}
+
 /// The 256-bit steered BRIEF descriptor of the keypoint at (`x`, `y`) with orientation
-/// `angle` on the smoothed level image.
-fn describe(smooth: &Gray, x: usize, y: usize, angle: f32) -> [u64; 4] {
-    let (s, c) = angle.sin_cos();
+/// `angle` (1/256 turns) on the smoothed level image.
+fn describe(smooth: &Gray, x: usize, y: usize, angle: u8) -> [u64; 4] {
     let w = smooth.w as isize;
     let centre = y as isize * w + x as isize;
-    let sample = |px: i8, py: i8| -> u8 {
-        let (px, py) = (f32::from(px), f32::from(py));
-        let rx = (px * c - py * s).round() as isize;
-        let ry = (px * s + py * c).round() as isize;
-        smooth.px[(centre + ry * w + rx) as usize]
-    };
+    let at = |dx: i8, dy: i8| smooth.px[(centre + isize::from(dy) * w + isize::from(dx)) as usize];
     let mut desc = [0u64; 4];
-    for (i, p) in PATTERN.iter().enumerate() {
-        if sample(p[0], p[1]) < sample(p[2], p[3]) {
+    for (i, p) in steered(angle).iter().enumerate() {
+        if at(p[0], p[1]) < at(p[2], p[3]) {
             desc[i / 64] |= 1 << (i % 64);
         }
     }
@@ -393,7 +433,7 @@ pub(crate) fn extract(luma: &[f32], width: u32, height: u32, params: &ExtractPar
                 y: quantize_coord((c.y as f32 + 0.5) * fy - 0.5),
                 level: level as u8,
                 angle,
-                desc: describe(&smooth, c.x, c.y, f32::from(angle) * std::f32::consts::TAU / 256.0),
+                desc: describe(&smooth, c.x, c.y, angle),
             });
         }
     }
@@ -413,6 +453,25 @@ mod tests {
             assert!(!has_arc9(run(8)), "start {start}");
         }
         assert!(!has_arc9(0b0101_0101_0101_0101));
+    }
+
+    #[test]
+    fn rounding_to_u8_matches_round_then_clamp() {
+        let plain = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        let edges = [0.49999997f32, 0.5, 1.5, 2.5, 254.49998, 254.5, 255.5, -0.5, -0.0, 1e-40, f32::NAN, f32::INFINITY];
+        let edges = edges.into_iter().chain(edges.map(|v| -v));
+        for v in edges.chain((0..u32::MAX).step_by(97).map(f32::from_bits)) {
+            assert_eq!(round_to_u8(v), plain(v), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn disc_rows_are_the_floor_of_the_root() {
+        let r = ORIENTATION_RADIUS;
+        for (k, &half) in DISC.iter().enumerate() {
+            let dy = k as i32 - r;
+            assert_eq!(half, ((r * r - dy * dy) as f64).sqrt() as i32);
+        }
     }
 
     #[test]
@@ -496,7 +555,7 @@ mod stage_costs {
         let smooth = blur(&g);
         stage("orientation + describe × 100", &mut || {
             for &(x, y) in corners.iter().take(100) {
-                std::hint::black_box(describe(&smooth, x, y, orientation(&g, x, y)));
+                std::hint::black_box(describe(&smooth, x, y, quantize_angle(orientation(&g, x, y))));
             }
         });
         stage("extract (all of it)", &mut || {
