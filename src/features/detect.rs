@@ -129,13 +129,13 @@ fn to_gray(plane: &[f32], w: usize, h: usize) -> Gray {
 }
 
 /// `v.round().clamp(0.0, 255.0) as u8` in operations that vectorise (`round` is a
-/// library call): clamping first changes nothing (0 and 255 are whole), `as u32`
+/// library call): clamping first changes nothing (0 and 255 are whole), `as i32`
 /// truncates a non-negative value, and the fraction it drops is exact.
 #[inline]
 fn round_to_u8(v: f32) -> u8 {
-    let v = v.max(0.0).min(255.0); // NaN → 0, as `NaN as u8` is
-    let whole = v as u32;
-    (whole + u32::from(v - whole as f32 >= 0.5)) as u8
+    let v = v.clamp(0.0, 255.0); // NaN stays NaN, and `NaN as i32` is 0, as `NaN as u8` is
+    let whole = v as i32;
+    (whole + i32::from(v - whole as f32 >= 0.5)) as u8
 }
 
 /// Gaussian blur (σ = 2, 7 taps as ORB) of an 8-bit image, for the BRIEF tests.

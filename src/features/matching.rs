@@ -479,32 +479,45 @@ fn plausible(h: &H, region: &[f32; 4], p: &VerifyParams) -> bool {
 /// The matches consistent with `h`: position within `inlier_px`, orientation and level
 /// within tolerance of the transform's local rotation and scale.
 fn inliers<'a>(h: &H, ms: &'a [Match], p: &VerifyParams) -> Vec<&'a Match> {
+    let consistent = consistency(h, p);
+    ms.iter().filter(|m| consistent(m)).collect()
+}
+
+/// How many of `ms` [`inliers`] would return (without collecting them: RANSAC counts
+/// up to `max_iterations` hypotheses).
+fn count_inliers(h: &H, ms: &[Match], p: &VerifyParams) -> usize {
+    let consistent = consistency(h, p);
+    ms.iter().filter(|m| consistent(m)).count()
+}
+
+/// The test [`inliers`] applies to each match.
+#[inline]
+fn consistency<'h>(h: &'h H, p: &VerifyParams) -> impl Fn(&Match) -> bool + 'h {
     let tol2 = p.inlier_px * p.inlier_px;
     let angle_tol = p.angle_tolerance_deg.to_radians();
+    let level_tolerance = p.level_tolerance;
     let projective = h[6] != 0.0 || h[7] != 0.0;
     let levels = |scale: f32| scale.ln() / SCALE_FACTOR.ln();
     let (global_scale, global_rot) = scale_rotation(h, (0.0, 0.0));
     let global_levels = levels(global_scale);
-    ms.iter()
-        .filter(|m| {
-            let (x, y) = apply(h, m.q);
-            let (dx, dy) = (x - m.c.0, y - m.c.1);
-            if dx * dx + dy * dy > tol2 {
-                return false;
-            }
-            let (dlevel, rot) = if projective {
-                let (scale, rot) = scale_rotation(h, m.q);
-                (levels(scale), rot)
-            } else {
-                (global_levels, global_rot)
-            };
-            if (m.dlevel - dlevel).abs() > p.level_tolerance {
-                return false;
-            }
-            let da = m.dangle - rot;
-            (da - TAU * (da / TAU).round()).abs() <= angle_tol
-        })
-        .collect()
+    move |m: &Match| {
+        let (x, y) = apply(h, m.q);
+        let (dx, dy) = (x - m.c.0, y - m.c.1);
+        if dx * dx + dy * dy > tol2 {
+            return false;
+        }
+        let (dlevel, rot) = if projective {
+            let (scale, rot) = scale_rotation(h, m.q);
+            (levels(scale), rot)
+        } else {
+            (global_levels, global_rot)
+        };
+        if (m.dlevel - dlevel).abs() > level_tolerance {
+            return false;
+        }
+        let da = m.dangle - rot;
+        (da - TAU * (da / TAU).round()).abs() <= angle_tol
+    }
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -555,7 +568,7 @@ pub(crate) fn verify(
         if !plausible(&h, &query_all, p) {
             continue;
         }
-        let count = inliers(&h, &ms, p).len();
+        let count = count_inliers(&h, &ms, p);
         if best.is_none_or(|(_, b)| count > b) {
             best = Some((h, count));
             if !exhaustive {
