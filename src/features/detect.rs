@@ -238,16 +238,16 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
                 let i = y * w + BORDER + c * 8 + k;
                 let p = i16::from(px[i]);
                 let (hi, lo) = (p + i16::from(t), p - i16::from(t));
+                // Without branches (which ring pixels pass is unpredictable): brighter
+                // and darker exclude each other (hi ≥ lo), and a pixel that is neither
+                // adds nothing to either sum.
+                let ring: [i16; 16] = offsets.map(|o| i16::from(px[(i as isize + o) as usize]));
                 let (mut bmask, mut dmask, mut bsum, mut dsum) = (0u32, 0u32, 0i32, 0i32);
-                for (k, &o) in offsets.iter().enumerate() {
-                    let v = i16::from(px[(i as isize + o) as usize]);
-                    if v > hi {
-                        bmask |= 1 << k;
-                        bsum += i32::from(v - hi);
-                    } else if v < lo {
-                        dmask |= 1 << k;
-                        dsum += i32::from(lo - v);
-                    }
+                for (k, &v) in ring.iter().enumerate() {
+                    bmask |= u32::from(v > hi) << k;
+                    dmask |= u32::from(v < lo) << k;
+                    bsum += i32::from((v - hi).max(0));
+                    dsum += i32::from((lo - v).max(0));
                 }
                 let s = if has_arc9(bmask) { bsum } else { 0 }.max(if has_arc9(dmask) { dsum } else { 0 });
                 if s > 0 {
