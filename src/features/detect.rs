@@ -1,5 +1,7 @@
 //! Luma → working image → pyramid → oriented FAST keypoints → steered BRIEF.
 
+use std::sync::OnceLock;
+
 use super::pattern::{PATTERN, PATTERN_RADIUS};
 use super::{quantize_angle, quantize_coord, ExtractParams, Feature, SCALE_FACTOR};
 
@@ -37,13 +39,6 @@ pub(crate) struct Gray {
     pub w: usize,
     pub h: usize,
     pub px: Vec<u8>,
-}
-
-impl Gray {
-    #[inline]
-    fn at(&self, x: usize, y: usize) -> u8 {
-        self.px[y * self.w + x]
-    }
 }
 
 /// Size of the working image: longer side `side`, aspect kept, at least 1 pixel.
@@ -86,7 +81,32 @@ fn resize(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
     let ys = resample_weights(sh, dh);
     // Columns first (per source row), then rows.
     let mut tmp = vec![0f32; dw * sh];
-    for (row, out) in src.chunks_exact(sw).zip(tmp.chunks_exact_mut(dw)) {
+    // Rows in blocks of LANES, interleaved so that one output column of the whole block
+    // is a run of vector operations. Each output is still its own sum, term by term in
+    // the order `Iterator::sum` adds them (from −0.0), so the values are the same.
+    const LANES: usize = 8;
+    let blocked = sh / LANES * LANES;
+    let mut block = vec![[0f32; LANES]; sw];
+    for y0 in (0..blocked).step_by(LANES) {
+        for (x, column) in block.iter_mut().enumerate() {
+            for (r, v) in column.iter_mut().enumerate() {
+                *v = src[(y0 + r) * sw + x];
+            }
+        }
+        for (ox, (lo, weights)) in xs.iter().enumerate() {
+            let mut acc = [-0.0f32; LANES];
+            for (column, &wgt) in block[*lo..*lo + weights.len()].iter().zip(weights) {
+                for (a, &v) in acc.iter_mut().zip(column) {
+                    *a += v * wgt;
+                }
+            }
+            for (r, &a) in acc.iter().enumerate() {
+                tmp[(y0 + r) * dw + ox] = a;
+            }
+        }
+    }
+    let rest = src[blocked * sw..].chunks_exact(sw).zip(tmp[blocked * dw..].chunks_exact_mut(dw));
+    for (row, out) in rest {
         for (o, (lo, weights)) in out.iter_mut().zip(&xs) {
             *o = row[*lo..*lo + weights.len()].iter().zip(weights).map(|(a, b)| a * b).sum();
         }
@@ -105,7 +125,17 @@ fn resize(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
 }
 
 fn to_gray(plane: &[f32], w: usize, h: usize) -> Gray {
-    Gray { w, h, px: plane.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect() }
+    Gray { w, h, px: plane.iter().map(|&v| round_to_u8(v)).collect() }
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8` in operations that vectorise (`round` is a
+/// library call): clamping first changes nothing (0 and 255 are whole), `as i32`
+/// truncates a non-negative value, and the fraction it drops is exact.
+#[inline]
+fn round_to_u8(v: f32) -> u8 {
+    let v = v.clamp(0.0, 255.0); // NaN stays NaN, and `NaN as i32` is 0, as `NaN as u8` is
+    let whole = v as i32;
+    (whole + i32::from(v - whole as f32 >= 0.5)) as u8
 }
 
 /// Gaussian blur (σ = 2, 7 taps as ORB) of an 8-bit image, for the BRIEF tests.
@@ -116,13 +146,20 @@ fn blur(img: &Gray) -> Gray {
     let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
     // Rows: an unclamped interior, clamped edges; kept ×SUM in u32.
     let mut tmp = vec![0u32; w * h];
+    let edges = || (0..w.min(3)).chain(w.saturating_sub(3).max(w.min(3))..w);
     for (row, out) in img.px.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
-        for (x, o) in out.iter_mut().enumerate() {
-            *o = if x >= 3 && x + 3 < w {
-                row[x - 3..x + 4].iter().zip(K).map(|(&v, k)| k * u32::from(v)).sum()
-            } else {
-                K.iter().enumerate().map(|(k, &c)| c * u32::from(row[clamp(x as isize + k as isize - 3, w)])).sum()
-            };
+        if w > 6 {
+            // The interior a tap at a time, which vectorises (integer sums: any order).
+            let interior = &mut out[3..w - 3];
+            for (k, &c) in K.iter().enumerate() {
+                for (o, &v) in interior.iter_mut().zip(&row[k..]) {
+                    *o += c * u32::from(v);
+                }
+            }
+        }
+        for x in edges() {
+            out[x] =
+                K.iter().enumerate().map(|(k, &c)| c * u32::from(row[clamp(x as isize + k as isize - 3, w)])).sum();
         }
     }
     // Columns, a row at a time.
@@ -170,58 +207,65 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
         return Vec::new();
     }
     let offsets: [isize; 16] = RING.map(|(dx, dy)| dy as isize * w as isize + dx as isize);
-    let t = i16::from(t);
     let px = &img.px[..];
     let mut score = vec![0u16; w * h];
+    // Pixels with a nonzero score, in row-major order.
+    let mut scored: Vec<usize> = Vec::new();
+    let inner = w - 2 * BORDER;
+    let mut pass = vec![0u8; inner.next_multiple_of(8)];
     for y in BORDER..h - BORDER {
-        let (up, down, row) = (&px[(y - 3) * w..(y - 2) * w], &px[(y + 3) * w..(y + 4) * w], &px[y * w..(y + 1) * w]);
-        for x in BORDER..w - BORDER {
-            let p = i16::from(row[x]);
-            let (hi, lo) = (p + t, p - t);
-            // A 9-arc of the 16-ring holds ring pixel 0 or 8, and ring pixel 4 or 12.
-            let (v0, v8) = (i16::from(up[x]), i16::from(down[x]));
-            let (b08, d08) = (v0 > hi || v8 > hi, v0 < lo || v8 < lo);
-            if !b08 && !d08 {
+        let row = |dy: usize, dx: isize| {
+            let start = ((y + dy - 3) * w + BORDER) as isize + dx;
+            &px[start as usize..start as usize + inner]
+        };
+        // A 9-arc of the 16-ring holds ring pixel 0 or 8, and ring pixel 4 or 12: those
+        // four decide, for a whole row at once, which pixels are worth the full test.
+        // (In u8, `p + t` and `p − t` saturate where no pixel could pass anyway.)
+        let (centre, up, down, right, left) = (row(3, 0), row(0, 0), row(6, 0), row(3, 3), row(3, -3));
+        for (k, flag) in pass[..inner].iter_mut().enumerate() {
+            let p = centre[k];
+            let (hi, lo) = (p.saturating_add(t), p.saturating_sub(t));
+            let (v0, v8, v4, v12) = (up[k], down[k], right[k], left[k]);
+            let bright = ((v0 > hi) | (v8 > hi)) & ((v4 > hi) | (v12 > hi));
+            let dark = ((v0 < lo) | (v8 < lo)) & ((v4 < lo) | (v12 < lo));
+            *flag = u8::from(bright | dark);
+        }
+        for (c, chunk) in pass.chunks_exact(8).enumerate() {
+            if u64::from_ne_bytes(chunk.try_into().expect("8 bytes")) == 0 {
                 continue;
             }
-            let (v4, v12) = (i16::from(row[x + 3]), i16::from(row[x - 3]));
-            let (b412, d412) = (v4 > hi || v12 > hi, v4 < lo || v12 < lo);
-            if !(b08 && b412 || d08 && d412) {
-                continue;
-            }
-            let i = y * w + x;
-            let (mut bmask, mut dmask, mut bsum, mut dsum) = (0u32, 0u32, 0i32, 0i32);
-            for (k, &o) in offsets.iter().enumerate() {
-                let v = i16::from(px[(i as isize + o) as usize]);
-                if v > hi {
-                    bmask |= 1 << k;
-                    bsum += i32::from(v - hi);
-                } else if v < lo {
-                    dmask |= 1 << k;
-                    dsum += i32::from(lo - v);
+            for k in (0..8).filter(|&k| chunk[k] != 0) {
+                let i = y * w + BORDER + c * 8 + k;
+                let p = i16::from(px[i]);
+                let (hi, lo) = (p + i16::from(t), p - i16::from(t));
+                // Without branches (which ring pixels pass is unpredictable): brighter
+                // and darker exclude each other (hi ≥ lo), and a pixel that is neither
+                // adds nothing to either sum.
+                let ring: [i16; 16] = offsets.map(|o| i16::from(px[(i as isize + o) as usize]));
+                let (mut bmask, mut dmask, mut bsum, mut dsum) = (0u32, 0u32, 0i32, 0i32);
+                for (k, &v) in ring.iter().enumerate() {
+                    bmask |= u32::from(v > hi) << k;
+                    dmask |= u32::from(v < lo) << k;
+                    bsum += i32::from((v - hi).max(0));
+                    dsum += i32::from((lo - v).max(0));
                 }
-            }
-            let s = if has_arc9(bmask) { bsum } else { 0 }.max(if has_arc9(dmask) { dsum } else { 0 });
-            if s > 0 {
-                score[i] = s.min(i32::from(u16::MAX)) as u16;
+                let s = if has_arc9(bmask) { bsum } else { 0 }.max(if has_arc9(dmask) { dsum } else { 0 });
+                if s > 0 {
+                    score[i] = s.min(i32::from(u16::MAX)) as u16;
+                    scored.push(i);
+                }
             }
         }
     }
     let mut out = Vec::new();
-    for y in BORDER..h - BORDER {
-        for x in BORDER..w - BORDER {
-            let i = y * w + x;
-            let s = score[i];
-            if s == 0 {
-                continue;
-            }
-            // Strictly greater than later neighbours, at least equal to earlier ones:
-            // exactly one of a plateau survives.
-            let earlier = [i - w - 1, i - w, i - w + 1, i - 1];
-            let later = [i + 1, i + w - 1, i + w, i + w + 1];
-            if earlier.iter().all(|&j| s >= score[j]) && later.iter().all(|&j| s > score[j]) {
-                out.push((x, y));
-            }
+    for i in scored {
+        let s = score[i];
+        // Strictly greater than later neighbours, at least equal to earlier ones:
+        // exactly one of a plateau survives.
+        let earlier = [i - w - 1, i - w, i - w + 1, i - 1];
+        let later = [i + 1, i + w - 1, i + w, i + w + 1];
+        if earlier.iter().all(|&j| s >= score[j]) && later.iter().all(|&j| s > score[j]) {
+            out.push((i % w, i / w));
         }
     }
     out
@@ -229,19 +273,26 @@ fn fast9(img: &Gray, t: u8) -> Vec<(usize, usize)> {
 
 /// Harris response `det − k·trace²` over a 7×7 window of central differences.
 fn harris(img: &Gray, x: usize, y: usize) -> f32 {
-    let (mut a, mut b, mut c) = (0i64, 0i64, 0i64);
-    for dy in -HARRIS_HALF..=HARRIS_HALF {
-        let yy = (y as i32 + dy) as usize;
-        for dx in -HARRIS_HALF..=HARRIS_HALF {
-            let xx = (x as i32 + dx) as usize;
-            let ix = i64::from(img.at(xx + 1, yy)) - i64::from(img.at(xx - 1, yy));
-            let iy = i64::from(img.at(xx, yy + 1)) - i64::from(img.at(xx, yy - 1));
+    // Sums of squared differences of 8-bit pixels over 49 pixels fit an i32 exactly.
+    const HALF: usize = HARRIS_HALF as usize;
+    const SIDE: usize = 2 * HALF + 1;
+    let w = img.w;
+    let (mut a, mut b, mut c) = (0i32, 0i32, 0i32);
+    for yy in y - HALF..=y + HALF {
+        let at = |row: usize, dx: isize| {
+            let start = (row * w + x - HALF) as isize + dx;
+            &img.px[start as usize..start as usize + SIDE]
+        };
+        let (left, right, up, down) = (at(yy, -1), at(yy, 1), at(yy - 1, 0), at(yy + 1, 0));
+        for k in 0..SIDE {
+            let ix = i32::from(right[k]) - i32::from(left[k]);
+            let iy = i32::from(down[k]) - i32::from(up[k]);
             a += ix * ix;
             b += iy * iy;
             c += ix * iy;
         }
     }
-    let (a, b, c) = (a as f64, b as f64, c as f64);
+    let (a, b, c) = (f64::from(a), f64::from(b), f64::from(c));
     ((a * b - c * c) - f64::from(HARRIS_K) * (a + b) * (a + b)) as f32
 }
 
@@ -266,38 +317,66 @@ fn spread(corners: Vec<Corner>, w: usize, h: usize, cell: usize, budget: usize) 
     ranked.into_iter().take(budget).map(|(_, c)| c).collect()
 }
 
+/// Half-width of each row of the orientation disc, from `dy = −r` down:
+/// `⌊√(r² − dy²)⌋`.
+const DISC: [i32; 2 * ORIENTATION_RADIUS as usize + 1] = {
+    let r = ORIENTATION_RADIUS;
+    let mut out = [0i32; 2 * ORIENTATION_RADIUS as usize + 1];
+    let mut k = 0;
+    while k < out.len() {
+        let dy = k as i32 - r;
+        out[k] = (r * r - dy * dy).unsigned_abs().isqrt() as i32;
+        k += 1;
+    }
+    out
+};
+
 /// Orientation by intensity centroid over a disc of radius [`ORIENTATION_RADIUS`], in
 /// radians, y down (so a positive angle turns from +x towards +y).
 fn orientation(img: &Gray, x: usize, y: usize) -> f32 {
-    let r = ORIENTATION_RADIUS;
-    let (mut m10, mut m01) = (0i64, 0i64);
-    for dy in -r..=r {
-        let half = ((r * r - dy * dy) as f64).sqrt() as i32;
-        let row = (y as i32 + dy) as usize * img.w;
-        for dx in -half..=half {
-            let v = i64::from(img.px[row + (x as i32 + dx) as usize]);
-            m10 += i64::from(dx) * v;
-            m01 += i64::from(dy) * v;
+    // Moments of 8-bit pixels over ~700 pixels at |dx|, |dy| ≤ 15 fit an i32 exactly.
+    let (mut m10, mut m01) = (0i32, 0i32);
+    for (k, &half) in DISC.iter().enumerate() {
+        let dy = k as i32 - ORIENTATION_RADIUS;
+        let start = (y as i32 + dy) as usize * img.w + x - half as usize;
+        let (mut sum, mut moment) = (0i32, 0i32);
+        for (j, &v) in img.px[start..=start + 2 * half as usize].iter().enumerate() {
+            sum += i32::from(v);
+            moment += (j as i32 - half) * i32::from(v);
         }
+        m10 += moment;
+        m01 += dy * sum;
     }
     (m01 as f32).atan2(m10 as f32)
 }
 
+/// The pattern steered by a stored angle (1/256 turns): `[x1, y1, x2, y2]` per bit,
+/// rounded to pixels. Computed once per angle.
+fn steered(angle: u8) -> &'static [[i8; 4]; 256] {
+    static TABLES: [OnceLock<[[i8; 4]; 256]>; 256] = [const { OnceLock::new() }; 256];
+    TABLES[usize::from(angle)].get_or_init(|| {
+        let (s, c) = (f32::from(angle) * std::f32::consts::TAU / 256.0).sin_cos();
+        // Within PATTERN_RADIUS + 1 of the keypoint: fits an i8.
+        let turn = |px: i8, py: i8| {
+            let (px, py) = (f32::from(px), f32::from(py));
+            [(px * c - py * s).round() as i8, (px * s + py * c).round() as i8]
+        };
+        PATTERN.map(|p| {
+            let ([x1, y1], [x2, y2]) = (turn(p[0], p[1]), turn(p[2], p[3]));
+            [x1, y1, x2, y2]
+        })
+    })
+}
+
 /// The 256-bit steered BRIEF descriptor of the keypoint at (`x`, `y`) with orientation
-/// `angle` on the smoothed level image.
-fn describe(smooth: &Gray, x: usize, y: usize, angle: f32) -> [u64; 4] {
-    let (s, c) = angle.sin_cos();
+/// `angle` (1/256 turns) on the smoothed level image.
+fn describe(smooth: &Gray, x: usize, y: usize, angle: u8) -> [u64; 4] {
     let w = smooth.w as isize;
     let centre = y as isize * w + x as isize;
-    let sample = |px: i8, py: i8| -> u8 {
-        let (px, py) = (f32::from(px), f32::from(py));
-        let rx = (px * c - py * s).round() as isize;
-        let ry = (px * s + py * c).round() as isize;
-        smooth.px[(centre + ry * w + rx) as usize]
-    };
+    let at = |dx: i8, dy: i8| smooth.px[(centre + isize::from(dy) * w + isize::from(dx)) as usize];
     let mut desc = [0u64; 4];
-    for (i, p) in PATTERN.iter().enumerate() {
-        if sample(p[0], p[1]) < sample(p[2], p[3]) {
+    for (i, p) in steered(angle).iter().enumerate() {
+        if at(p[0], p[1]) < at(p[2], p[3]) {
             desc[i / 64] |= 1 << (i % 64);
         }
     }
@@ -354,7 +433,7 @@ pub(crate) fn extract(luma: &[f32], width: u32, height: u32, params: &ExtractPar
                 y: quantize_coord((c.y as f32 + 0.5) * fy - 0.5),
                 level: level as u8,
                 angle,
-                desc: describe(&smooth, c.x, c.y, f32::from(angle) * std::f32::consts::TAU / 256.0),
+                desc: describe(&smooth, c.x, c.y, angle),
             });
         }
     }
@@ -374,6 +453,25 @@ mod tests {
             assert!(!has_arc9(run(8)), "start {start}");
         }
         assert!(!has_arc9(0b0101_0101_0101_0101));
+    }
+
+    #[test]
+    fn rounding_to_u8_matches_round_then_clamp() {
+        let plain = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        let edges = [0.49999997f32, 0.5, 1.5, 2.5, 254.49998, 254.5, 255.5, -0.5, -0.0, 1e-40, f32::NAN, f32::INFINITY];
+        let edges = edges.into_iter().chain(edges.map(|v| -v));
+        for v in edges.chain((0..u32::MAX).step_by(97).map(f32::from_bits)) {
+            assert_eq!(round_to_u8(v), plain(v), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn disc_rows_are_the_floor_of_the_root() {
+        let r = ORIENTATION_RADIUS;
+        for (k, &half) in DISC.iter().enumerate() {
+            let dy = k as i32 - r;
+            assert_eq!(half, ((r * r - dy * dy) as f64).sqrt() as i32);
+        }
     }
 
     #[test]
@@ -457,7 +555,7 @@ mod stage_costs {
         let smooth = blur(&g);
         stage("orientation + describe × 100", &mut || {
             for &(x, y) in corners.iter().take(100) {
-                std::hint::black_box(describe(&smooth, x, y, orientation(&g, x, y)));
+                std::hint::black_box(describe(&smooth, x, y, quantize_angle(orientation(&g, x, y))));
             }
         });
         stage("extract (all of it)", &mut || {

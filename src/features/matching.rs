@@ -121,11 +121,21 @@ struct Match {
     ci: u32,
 }
 
-/// Nearest neighbours by Hamming distance, filtered by distance, ratio and mutuality.
-fn match_descriptors(query: &[Feature], candidate: &[Feature], p: &VerifyParams) -> Vec<Match> {
-    if query.is_empty() || candidate.is_empty() {
-        return Vec::new();
+/// For each query feature its nearest candidate: `(best distance, second best, index)`
+/// (first index among equals; `u32::MAX` for a missing second); and for each candidate
+/// its nearest query feature: `(distance, index)`, first among equals.
+type Nearest = (Vec<(u32, u32, usize)>, Vec<(u32, u32)>);
+
+fn nearest(query: &[Feature], candidate: &[Feature]) -> Nearest {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has the features the kernel is compiled for.
+        return unsafe { avx512::nearest(query, candidate) };
     }
+    nearest_portable(query, candidate)
+}
+
+fn nearest_portable(query: &[Feature], candidate: &[Feature]) -> Nearest {
     let mut col_best = vec![(u32::MAX, u32::MAX); candidate.len()]; // (distance, query index)
     let mut rows = Vec::with_capacity(query.len()); // (best, second, candidate index)
     let cdesc: Vec<[u64; 4]> = candidate.iter().map(|f| f.desc).collect();
@@ -146,6 +156,105 @@ fn match_descriptors(query: &[Feature], candidate: &[Feature], p: &VerifyParams)
         }
         rows.push((best, second, arg));
     }
+    (rows, col_best)
+}
+
+/// [`nearest`] with AVX-512 VPOPCNTDQ (detected at run time): 8 candidates per 512-bit
+/// register, each lane keeping the best, second best and argument of its own candidates,
+/// merged per query feature. Same answers as the portable loop (tested).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Feature, Nearest};
+
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
+    }
+
+    /// Distance of padding lanes (past the last candidate): never a best, and the
+    /// portable loop's "no second best".
+    const NONE: u64 = u32::MAX as u64;
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load(lanes: &[u64; 8]) -> __m512i {
+        // SAFETY: reads 64 bytes from a 64-byte array; unaligned loads are allowed.
+        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lanes(v: __m512i) -> [u64; 8] {
+        let mut out = [0u64; 8];
+        // SAFETY: writes 64 bytes to a 64-byte array; unaligned stores are allowed.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
+        out
+    }
+
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    pub fn nearest(query: &[Feature], candidate: &[Feature]) -> Nearest {
+        let groups = candidate.len().div_ceil(8);
+        let lane = |g: usize, l: usize| candidate.get(g * 8 + l);
+        // Candidates 8 at a time, one register per descriptor word, and the padding.
+        let words: Vec<[__m512i; 4]> = (0..groups)
+            .map(|g| std::array::from_fn(|w| load(&std::array::from_fn(|l| lane(g, l).map_or(0, |f| f.desc[w])))))
+            .collect();
+        let pads: Vec<__m512i> =
+            (0..groups).map(|g| load(&std::array::from_fn(|l| if lane(g, l).is_some() { 0 } else { NONE }))).collect();
+        let mut col_d = vec![_mm512_set1_epi64(NONE as i64); groups];
+        let mut col_q = vec![_mm512_set1_epi64(NONE as i64); groups];
+        let lane_no = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        let mut rows = Vec::with_capacity(query.len());
+        for (qi, qf) in query.iter().enumerate() {
+            let q = qf.desc.map(|w| _mm512_set1_epi64(w as i64));
+            let qi_v = _mm512_set1_epi64(qi as i64);
+            let (mut best, mut second, mut arg) =
+                (_mm512_set1_epi64(NONE as i64), _mm512_set1_epi64(NONE as i64), _mm512_setzero_si512());
+            for (g, c) in words.iter().enumerate() {
+                let word = |w: usize| _mm512_popcnt_epi64(_mm512_xor_si512(c[w], q[w]));
+                let d = _mm512_add_epi64(_mm512_add_epi64(word(0), word(1)), _mm512_add_epi64(word(2), word(3)));
+                let d = _mm512_max_epu64(d, pads[g]);
+                // Per lane, as the portable loop: a new best pushes the old one to second.
+                let better = _mm512_cmplt_epu64_mask(d, best);
+                second = _mm512_mask_blend_epi64(better, _mm512_min_epu64(second, d), best);
+                best = _mm512_mask_blend_epi64(better, best, d);
+                let index = _mm512_add_epi64(_mm512_set1_epi64((g * 8) as i64), lane_no);
+                arg = _mm512_mask_blend_epi64(better, arg, index);
+                let closer = _mm512_cmplt_epu64_mask(d, col_d[g]);
+                col_d[g] = _mm512_mask_blend_epi64(closer, col_d[g], d);
+                col_q[g] = _mm512_mask_blend_epi64(closer, col_q[g], qi_v);
+            }
+            // Merge the lanes: the best (first index among equals), and the second
+            // smallest of all lanes' bests and seconds, which holds the overall second.
+            let (best, second, arg) = (lanes(best), lanes(second), lanes(arg));
+            let (mut b, mut s, mut a) = (NONE, NONE, 0u64);
+            for l in 0..8 {
+                if best[l] < b || (best[l] == b && arg[l] < a) {
+                    s = s.min(b);
+                    (b, a) = (best[l], arg[l]);
+                } else {
+                    s = s.min(best[l]);
+                }
+                s = s.min(second[l]);
+            }
+            rows.push((b as u32, s as u32, a as usize));
+        }
+        let mut col_best = Vec::with_capacity(candidate.len());
+        for (d, q) in col_d.into_iter().zip(col_q) {
+            col_best.extend(lanes(d).into_iter().zip(lanes(q)).map(|(d, q)| (d as u32, q as u32)));
+        }
+        col_best.truncate(candidate.len());
+        (rows, col_best)
+    }
+}
+
+/// Nearest neighbours by Hamming distance, filtered by distance, ratio and mutuality.
+fn match_descriptors(query: &[Feature], candidate: &[Feature], p: &VerifyParams) -> Vec<Match> {
+    if query.is_empty() || candidate.is_empty() {
+        return Vec::new();
+    }
+    let (rows, col_best) = nearest(query, candidate);
     let mut out = Vec::new();
     for (qi, &(best, second, ci)) in rows.iter().enumerate() {
         if best > p.max_distance {
@@ -406,32 +515,45 @@ fn plausible(h: &H, region: &[f32; 4], p: &VerifyParams) -> bool {
 /// The matches consistent with `h`: position within `inlier_px`, orientation and level
 /// within tolerance of the transform's local rotation and scale.
 fn inliers<'a>(h: &H, ms: &'a [Match], p: &VerifyParams) -> Vec<&'a Match> {
+    let consistent = consistency(h, p);
+    ms.iter().filter(|m| consistent(m)).collect()
+}
+
+/// How many of `ms` [`inliers`] would return (without collecting them: RANSAC counts
+/// up to `max_iterations` hypotheses).
+fn count_inliers(h: &H, ms: &[Match], p: &VerifyParams) -> usize {
+    let consistent = consistency(h, p);
+    ms.iter().filter(|m| consistent(m)).count()
+}
+
+/// The test [`inliers`] applies to each match.
+#[inline]
+fn consistency<'h>(h: &'h H, p: &VerifyParams) -> impl Fn(&Match) -> bool + 'h {
     let tol2 = p.inlier_px * p.inlier_px;
     let angle_tol = p.angle_tolerance_deg.to_radians();
+    let level_tolerance = p.level_tolerance;
     let projective = h[6] != 0.0 || h[7] != 0.0;
     let levels = |scale: f32| scale.ln() / SCALE_FACTOR.ln();
     let (global_scale, global_rot) = scale_rotation(h, (0.0, 0.0));
     let global_levels = levels(global_scale);
-    ms.iter()
-        .filter(|m| {
-            let (x, y) = apply(h, m.q);
-            let (dx, dy) = (x - m.c.0, y - m.c.1);
-            if dx * dx + dy * dy > tol2 {
-                return false;
-            }
-            let (dlevel, rot) = if projective {
-                let (scale, rot) = scale_rotation(h, m.q);
-                (levels(scale), rot)
-            } else {
-                (global_levels, global_rot)
-            };
-            if (m.dlevel - dlevel).abs() > p.level_tolerance {
-                return false;
-            }
-            let da = m.dangle - rot;
-            (da - TAU * (da / TAU).round()).abs() <= angle_tol
-        })
-        .collect()
+    move |m: &Match| {
+        let (x, y) = apply(h, m.q);
+        let (dx, dy) = (x - m.c.0, y - m.c.1);
+        if dx * dx + dy * dy > tol2 {
+            return false;
+        }
+        let (dlevel, rot) = if projective {
+            let (scale, rot) = scale_rotation(h, m.q);
+            (levels(scale), rot)
+        } else {
+            (global_levels, global_rot)
+        };
+        if (m.dlevel - dlevel).abs() > level_tolerance {
+            return false;
+        }
+        let da = m.dangle - rot;
+        (da - TAU * (da / TAU).round()).abs() <= angle_tol
+    }
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -442,10 +564,18 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Matching, RANSAC and refinement; the best model whatever its inlier count.
-pub(crate) fn verify(query: &[Feature], candidate: &[Feature], p: &VerifyParams) -> Option<Verification> {
+/// Matching, RANSAC and refinement; the best model whatever its inlier count, or `None`
+/// with fewer than `min_matches` (at least 2) descriptor matches. A model's inliers are
+/// some of the matches, so [`VerifyParams::min_inliers`] as `min_matches` drops only
+/// models that [`Verification::accepted`] would refuse, without fitting them.
+pub(crate) fn verify(
+    query: &[Feature],
+    candidate: &[Feature],
+    p: &VerifyParams,
+    min_matches: usize,
+) -> Option<Verification> {
     let ms = match_descriptors(query, candidate, p);
-    if ms.len() < 2 {
+    if ms.len() < min_matches.max(2) {
         return None;
     }
     let query_all = bbox(query.iter().map(Feature::pos));
@@ -474,7 +604,7 @@ pub(crate) fn verify(query: &[Feature], candidate: &[Feature], p: &VerifyParams)
         if !plausible(&h, &query_all, p) {
             continue;
         }
-        let count = inliers(&h, &ms, p).len();
+        let count = count_inliers(&h, &ms, p);
         if best.is_none_or(|(_, b)| count > b) {
             best = Some((h, count));
             if !exhaustive {
@@ -605,6 +735,32 @@ mod tests {
             let (x, y) = (apply(a, p), apply(b, p));
             (x.0 - y.0).hypot(x.1 - y.1) < tol
         })
+    }
+
+    #[test]
+    fn the_avx512_nearest_neighbours_agree_with_the_portable_loop() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !avx512::available() {
+                eprintln!("no AVX-512 VPOPCNTDQ here: nothing to compare");
+                return;
+            }
+            let mut state = 0x1234_5678_9ABC_DEF1u64;
+            // Descriptors with few set bits, so that equal distances (ties) are common.
+            let mut feature = |bits: u64| {
+                let desc = std::array::from_fn(|_| (0..bits).fold(0u64, |d, _| d | 1 << (splitmix64(&mut state) % 64)));
+                Feature { x: 0, y: 0, level: 0, angle: 0, desc }
+            };
+            for (nq, nc, bits) in
+                [(1, 1, 3), (5, 7, 2), (9, 8, 1), (33, 9, 2), (100, 17, 4), (512, 256, 20), (64, 300, 0)]
+            {
+                let query: Vec<Feature> = (0..nq).map(|_| feature(bits)).collect();
+                let candidate: Vec<Feature> = (0..nc).map(|_| feature(bits)).collect();
+                // SAFETY: checked above.
+                let fast = unsafe { avx512::nearest(&query, &candidate) };
+                assert_eq!(fast, nearest_portable(&query, &candidate), "{nq} × {nc}, {bits} bits");
+            }
+        }
     }
 
     #[test]

@@ -308,13 +308,13 @@ impl Default for VerifyParams {
 /// other: `Some` with the transform (query working pixels → candidate working pixels)
 /// when at least `params.min_inliers` matches agree on it, `None` otherwise.
 pub fn verify(query: &[Feature], candidate: &[Feature], params: &VerifyParams) -> Option<Verification> {
-    matching::verify(query, candidate, params).filter(|v| v.accepted(params))
+    matching::verify(query, candidate, params, params.min_inliers).filter(|v| v.accepted(params))
 }
 
 /// Like [`verify`], but returns the best model found whatever its inlier count (for
 /// tuning and diagnostics); `None` only when there were too few matches to fit one.
 pub fn best_model(query: &[Feature], candidate: &[Feature], params: &VerifyParams) -> Option<Verification> {
-    matching::verify(query, candidate, params)
+    matching::verify(query, candidate, params, 2)
 }
 
 /// Why stored features could not be read.

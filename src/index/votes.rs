@@ -18,6 +18,7 @@
 //! needed.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::EntryId;
 use crate::features::Feature;
@@ -27,10 +28,43 @@ pub const TABLES: usize = 4;
 /// Bits per key.
 pub const KEY_BITS: u32 = 20;
 
-/// Entries filed by descriptor keys.
+/// Hasher for the tables' keys, which are already bits of a descriptor: one multiply
+/// spreads them over the map's bits, where SipHash cost more than the rest of a lookup.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        let h = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+/// Entries filed by descriptor keys. Buckets hold slots (the order entries were first
+/// filed in), so that a query counts votes in a plain array rather than a map: common
+/// keys (flat or striped patches) are filed under most entries, and a query's features
+/// cast tens of thousands of votes.
 #[derive(Default)]
 pub struct Votes {
-    tables: [HashMap<u32, Vec<EntryId>>; TABLES],
+    tables: [HashMap<u32, Vec<u32>, BuildHasherDefault<KeyHasher>>; TABLES],
+    /// Entry of each slot.
+    ids: Vec<EntryId>,
+    /// Slot of each entry.
+    slots: HashMap<EntryId, u32>,
     entries: usize,
     features: usize,
 }
@@ -42,12 +76,17 @@ fn key(desc: &[u64; 4], table: usize) -> u32 {
 impl Votes {
     /// File the features of one entry.
     pub fn add(&mut self, entry: EntryId, features: &[Feature]) {
+        let next = u32::try_from(self.ids.len()).expect("fewer than 2^32 entries");
+        let slot = *self.slots.entry(entry).or_insert(next);
+        if slot == next {
+            self.ids.push(entry);
+        }
         for (t, table) in self.tables.iter_mut().enumerate() {
             for f in features {
                 let bucket = table.entry(key(&f.desc, t)).or_default();
                 // One vote per entry per key, however many of its features share it.
-                if bucket.last() != Some(&entry) {
-                    bucket.push(entry);
+                if bucket.last() != Some(&slot) {
+                    bucket.push(slot);
                 }
             }
         }
@@ -68,17 +107,19 @@ impl Votes {
     /// Up to `limit` entries with at least `min_votes` votes from `query`, most votes
     /// first (then lower id). Each query feature votes at most once per entry per table.
     pub fn candidates(&self, query: &[Feature], min_votes: u32, limit: usize) -> Vec<(EntryId, u32)> {
-        let mut counts: HashMap<EntryId, u32> = HashMap::new();
+        let mut counts = vec![0u32; self.ids.len()];
         for (t, table) in self.tables.iter().enumerate() {
             for f in query {
                 if let Some(bucket) = table.get(&key(&f.desc, t)) {
-                    for &entry in bucket {
-                        *counts.entry(entry).or_default() += 1;
+                    for &slot in bucket {
+                        counts[slot as usize] += 1;
                     }
                 }
             }
         }
-        let mut ranked: Vec<(EntryId, u32)> = counts.into_iter().filter(|&(_, v)| v >= min_votes).collect();
+        let floor = min_votes.max(1);
+        let mut ranked: Vec<(EntryId, u32)> =
+            counts.iter().zip(&self.ids).filter(|&(&v, _)| v >= floor).map(|(&v, &id)| (id, v)).collect();
         ranked.sort_unstable_by_key(|&(id, v)| (std::cmp::Reverse(v), id));
         ranked.truncate(limit);
         ranked
@@ -131,6 +172,48 @@ mod tests {
         assert_eq!(found.first().map(|c| c.0), Some(77), "{found:?}");
         // Nobody else reaches the source's count.
         assert!(found.iter().skip(1).all(|c| c.1 * 3 < found[0].1), "{found:?}");
+    }
+
+    #[test]
+    fn counts_agree_with_a_plain_map_of_votes() {
+        // Entries filed out of id order, one of them twice, and keys shared by many
+        // entries (only 6 low bits vary), as flat patches are in real images.
+        let shared = |seed: u64, n: usize| -> Vec<Feature> {
+            random_features(seed, n).into_iter().map(|f| feature(f.desc.map(|w| w & !0xF_FFC0))).collect()
+        };
+        let mut votes = Votes::default();
+        let mut filed: Vec<(EntryId, Vec<Feature>)> = Vec::new();
+        for id in (1..=60u64).rev().chain([17]) {
+            let fs = shared(id, 40);
+            votes.add(id, &fs);
+            filed.push((id, fs));
+        }
+        let query = shared(4242, 30);
+        for min_votes in [0, 1, 5, 40] {
+            let mut counts: HashMap<EntryId, u32> = HashMap::new();
+            for t in 0..TABLES {
+                for q in &query {
+                    // Each filing of an entry under a key is one vote, as `add` files them.
+                    let mut under: Vec<EntryId> = Vec::new();
+                    for (id, fs) in &filed {
+                        for f in fs {
+                            if key(&f.desc, t) == key(&q.desc, t) && under.last() != Some(id) {
+                                under.push(*id);
+                            }
+                        }
+                    }
+                    for id in under {
+                        *counts.entry(id).or_default() += 1;
+                    }
+                }
+            }
+            let mut expected: Vec<(EntryId, u32)> = counts.into_iter().filter(|&(_, v)| v >= min_votes).collect();
+            expected.sort_unstable_by_key(|&(id, v)| (std::cmp::Reverse(v), id));
+            expected.truncate(25);
+            assert!(!expected.is_empty());
+            assert_eq!(votes.candidates(&query, min_votes, 25), expected, "min_votes {min_votes}");
+        }
+        assert_eq!(votes.entries(), 61);
     }
 
     #[test]
