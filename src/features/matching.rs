@@ -80,25 +80,48 @@ impl Verification {
     /// corners it hides were few); a different logo on the same product layout loses
     /// the logo, where a product shot's corners crowd.
     pub fn lost_share(&self, candidate: &[Feature]) -> f32 {
-        if candidate.is_empty() {
-            return 0.0;
-        }
+        self.lost_share_of(candidate, |_| true)
+    }
+
+    /// [`Self::lost_share`] over the candidate's features that the transform puts inside
+    /// the query's working image of `query_size` (at least [`VIEW_MARGIN`] pixels in):
+    /// what a crop, a turn or a perspective view keeps of the candidate, and of that,
+    /// what was replaced.
+    pub fn lost_share_in_view(&self, candidate: &[Feature], query_size: (u32, u32)) -> f32 {
+        let Some(back) = invert(&self.transform) else { return 0.0 };
+        let (w, h) = (query_size.0 as f32 - VIEW_MARGIN, query_size.1 as f32 - VIEW_MARGIN);
+        self.lost_share_of(candidate, |f| {
+            let (x, y) = apply(&back, f.pos());
+            (VIEW_MARGIN..w).contains(&x) && (VIEW_MARGIN..h).contains(&y)
+        })
+    }
+
+    fn lost_share_of(&self, candidate: &[Feature], keep: impl Fn(&Feature) -> bool) -> f32 {
         let cell_of = |f: &Feature| {
             let (x, y) = f.pos();
             ((x / LOST_CELL) as usize).min(LOST_GRID - 1) + LOST_GRID * ((y / LOST_CELL) as usize).min(LOST_GRID - 1)
         };
         let mut count = [0u32; LOST_GRID * LOST_GRID];
         let mut matched = [false; LOST_GRID * LOST_GRID];
-        for f in candidate {
+        let mut total = 0u32;
+        for f in candidate.iter().filter(|f| keep(f)) {
             count[cell_of(f)] += 1;
+            total += 1;
+        }
+        if total == 0 {
+            return 0.0;
         }
         for &(_, ci) in &self.pairs {
             matched[cell_of(&candidate[ci as usize])] = true;
         }
         let lost: u32 = count.iter().zip(&matched).filter(|&(&n, &m)| n >= LOST_CELL_MIN && !m).map(|(&n, _)| n).sum();
-        lost as f32 / candidate.len() as f32
+        lost as f32 / total as f32
     }
 }
+
+/// How far inside the query's frame a candidate feature must land to count as in view
+/// (working pixels: FAST finds nothing nearer the border than its patch).
+pub const VIEW_MARGIN: f32 = 16.0;
 
 /// Cell side for [`Verification::lost_share`], working pixels (an 8 × 8 grid over the
 /// 512-pixel working image).

@@ -812,3 +812,32 @@ fn lost_share_tells_a_sticker_on_a_plain_part_from_a_replaced_centre() {
     assert!(lost > 0.2, "replacing the middle of the photo lost only {lost}");
     assert!(v.lost_share(&[]) == 0.0);
 }
+
+#[test]
+fn lost_share_in_view_counts_only_what_a_crop_shows() {
+    let photo = fixture_rgb("astronaut.jpg");
+    let stored = index_features(&photo);
+    // An off-centre crop keeping 60% of each side: most of the photo is outside it, but
+    // what it shows is intact.
+    let cropped = crop(&photo, 0.35, 0.05, 0.6, 0.6);
+    let q = query_features(&cropped);
+    let v = verified(&q, &stored, "crop");
+    let size = working_size(cropped.width(), cropped.height(), &ExtractParams::query());
+    let (all, in_view) = (v.lost_share(&stored), v.lost_share_in_view(&stored, size));
+    assert!(all > 0.3, "the parts cropped away count as lost overall: {all}");
+    assert!(in_view < 0.1, "nothing inside the crop was replaced: {in_view}");
+
+    // Replace the middle ninth of the crop with another photo: lost in view, past what
+    // the matcher accepts as intact (0.10).
+    let mut replaced = cropped.clone();
+    let (w, h) = replaced.dimensions();
+    imageops::overlay(
+        &mut replaced,
+        &resized(&fixture_rgb("chelsea.png"), w / 3, h / 3),
+        i64::from(w / 3),
+        i64::from(h / 3),
+    );
+    let v = verified(&query_features(&replaced), &stored, "replaced crop");
+    let in_view = v.lost_share_in_view(&stored, size);
+    assert!(in_view > 0.12, "the replaced middle of the crop: {in_view}");
+}
