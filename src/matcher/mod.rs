@@ -249,7 +249,12 @@ pub fn match_image(
 }
 
 /// Stored entries checked geometrically per query, at most (those with the most votes).
-pub const FEATURE_CANDIDATES: usize = 8;
+/// 16 rather than 8: on the tune split 0.6 points more copies verified, for about
+/// 1.2 ms more CPU per non-matching 1000×1000 listing (8.2 → 9.4 ms, whole pipeline).
+pub const FEATURE_CANDIDATES: usize = 16;
+/// Entries with the most votes that a verified entry's corners are compared with to
+/// count its distinct ones (see [`Verified::distinct`]).
+const CANDIDATE_POOL: usize = 24;
 /// Fewest descriptor votes for an entry to be checked.
 pub const MIN_FEATURE_VOTES: u32 = 4;
 /// Fewest distinct matching corners (see [`Verified::distinct`]) for a verified entry to
@@ -344,7 +349,7 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32)) -> Resu
         return Ok(checked);
     }
     let mirrored = features::mirrored(query, working_width);
-    let pool = FEATURE_CANDIDATES * 3;
+    let pool = CANDIDATE_POOL;
     let mut candidates = index.feature_candidates(query, MIN_FEATURE_VOTES, pool)?;
     for (id, votes) in index.feature_candidates(&mirrored, MIN_FEATURE_VOTES, pool)? {
         match candidates.iter_mut().find(|c| c.0 == id) {
