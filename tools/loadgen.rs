@@ -7,15 +7,21 @@
 //! ~1000×1000 JPEG like a marketplace listing photo. The catalog holds the same images, so
 //! every query is a hit; each answer's PDQ hash is checked against the local hash.
 //!
+//! With `--as-is` the files' own bytes are sent instead (e.g. a folder of 1000×1000
+//! listing JPEGs); with `--index DIR` the server and the in-process engine each get a copy
+//! of that data directory instead of a catalog of the photos, so answers need not be hits.
+//!
 //! Modes:
-//! - `match`: one connection, sequential unary `Match` calls: latency p50/p90/p99/max and
-//!   calls/s, beside the server's own `total_micros` and `hash_micros`, which split the
-//!   latency into work done by the server and transport around it.
+//! - `match`: unary `Match` calls on one connection, one after another or `--concurrency`
+//!   at once: latency p50/p90/p99/max and calls/s, beside the server's own `total_micros`
+//!   and `hash_micros`, which split the latency into work done by the server and transport
+//!   around it.
 //! - `stream`: one `MatchStream` with `--in-flight` requests outstanding: throughput and
 //!   per-item latency (answers come out of order; `request_id` pairs them with requests).
 //! - `inproc`: the same images through `Engine::match_content`, on one thread and on
 //!   `--threads` threads (default: all cores): the floor the service is measured against.
-//! - `all`: the three in turn on the same images, then the ratios.
+//! - `all`: the three on the same images, run by run in turns (the in-process engine opens
+//!   its own copy of the catalog while the server runs), then the ratios.
 //! - `overload`: phase 1 finds the sustainable Match rate (closed loop, 4 × cores callers);
 //!   phase 2 offers twice that, open loop (every request its own task, `--deadline` 2 s),
 //!   for `--duration` (300 s); phase 3 offers half of it for `--recovery` (30 s). Per
@@ -30,28 +36,33 @@
 //!   the server. Both modes need a spawned server (they read /proc/PID/status).
 //!
 //! Every mode warms up (`--warmup`, 1 s), then runs `--repeat` times for `--duration`
-//! seconds. A call counts if it completed inside the window; throughput is calls over the
-//! window. Tables show each run and the median over runs. On a small, noisy machine, quote
-//! the medians and ratios, not single runs.
+//! seconds; with several benchmarks (`all`), round by round, one run of each per round and
+//! the order rotating, so that a change in machine load falls on all of them. A call counts
+//! if it completed inside the window; throughput is calls over the window. Tables show each
+//! run and the median over runs. On a small, noisy machine, quote the medians and ratios,
+//! not single runs.
 //!
 //! Server: by default (`--spawn`) a fresh one. A temporary data directory gets a catalog
 //! through `lookalike index`, then `lookalike --data DIR serve --listen 127.0.0.1:0` starts
 //! (its HTTP side on an ephemeral port too; the gRPC address is read from its log), and at
 //! the end it gets SIGTERM and must exit 0. Under `cargo run` the `lookalike` binary of the
 //! same profile is rebuilt first, so it matches the source. `--server URL` measures a
-//! running server instead, with whatever catalog it has. The in-process engine opens the
-//! spawned server's data directory after the server has exited (an open index holds an
-//! exclusive writer lock); with `--server` it gets a temporary catalog of its own.
+//! running server instead, with whatever catalog it has. The in-process engine opens a
+//! copy of the spawned server's data directory (an open index holds an exclusive writer
+//! lock); with `--server` it gets a temporary catalog of its own (or a copy of `--index`).
 //!
-//! Where `/proc` exists, each table ends with the minor page faults per call and the
-//! kernel's share of CPU time of the process doing the work (the spawned server, or this
-//! process in-process): a quick way to see costs that are neither gRPC nor hashing.
+//! Where `/proc` exists, every run reads the CPU time of the process doing the work (the
+//! spawned server, or this process in-process) and of the client (this process), shown
+//! per call; each table ends with the minor page faults per call and the kernel's share of
+//! the working process's CPU time: a quick way to see costs that are neither gRPC nor
+//! hashing.
 //!
 //! The client runs on a single-threaded runtime and sends prepared bytes, so it costs
-//! little, but a spawned server still shares the cores with it.
+//! little (its CPU time is in the tables), but a spawned server shares the cores with it.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- all --duration 5 --repeat 3
+//! cargo run --release --example loadgen -- all --images /tmp/q1000 --as-is --index DATA --concurrency 4
 //! cargo run --release --example loadgen -- stream --in-flight 16
 //! cargo run --release --example loadgen -- match --server http://127.0.0.1:50051
 //! cargo run --release --example loadgen -- inproc --images ~/photos --size 1500
@@ -81,6 +92,11 @@ use rand::{RngCore, SeedableRng};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+/// The allocator the `lookalike` binary uses, so that in-process matching is the same work
+/// (glibc's malloc costs page faults on every 1000×1000 decode; see src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,6 +129,14 @@ struct Args {
     /// JPEG quality of the re-encoded photos.
     #[arg(long, default_value_t = 90, value_name = "1-100", value_parser = clap::value_parser!(u8).range(1..=100))]
     jpeg_quality: u8,
+    /// Send the files' own bytes, neither resized nor re-encoded (--size and --jpeg-quality
+    /// are ignored).
+    #[arg(long)]
+    as_is: bool,
+    /// Serve, and match in-process against, copies of this data directory (left untouched)
+    /// instead of a catalog of the photos; answers need not be hits.
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
     /// Measure a running server at this address (e.g. http://127.0.0.1:50051) instead of
     /// spawning one. Its catalog is used as it is.
     #[arg(long, value_name = "URL")]
@@ -132,9 +156,14 @@ struct Args {
     /// Requests outstanding on the MatchStream (stream mode).
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     in_flight: u32,
+    /// Unary Match calls outstanding at once on the connection (match mode); above 1 they
+    /// are set against the in-process run on --threads threads.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    concurrency: u32,
     /// Threads for the "all cores" in-process run [default: the number of cores].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    threads: Option<u32>,
+    /// Several (e.g. 2,4) give one in-process run each.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Vec<u32>,
     /// overload: seconds of phase 1, which finds the sustainable rate (closed loop).
     #[arg(long, default_value_t = 15.0, value_name = "SECS")]
     calibrate: f64,
@@ -163,10 +192,10 @@ struct Args {
     /// memory: size of every payload in MiB (under the server's 32 MiB message limit).
     #[arg(long, default_value_t = 30.0, value_name = "MIB")]
     payload_mib: f64,
-    /// overload, memory: --max-in-flight of the spawned server [default: its own, 2 × cores].
+    /// --max-in-flight of the spawned server [default: its own, 2 × cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_in_flight: Option<u64>,
-    /// overload, memory: --max-queued of the spawned server [default: its own, 8 × cores].
+    /// --max-queued of the spawned server [default: its own, 8 × cores].
     #[arg(long, value_name = "N")]
     max_queued: Option<u64>,
     /// The `lookalike` binary used to build the catalog and serve [default: the one beside
@@ -266,7 +295,24 @@ fn prepare_photo(path: &Path, size: u32, quality: u8) -> Result<Photo> {
     })
 }
 
-fn load_photos(dir: &Path, size: u32, quality: u8) -> Result<Vec<Photo>> {
+/// A file sent as it is.
+fn read_photo(path: &Path) -> Result<Photo> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let size = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format()?.into_dimensions()?;
+    let hashes = hash_image(&bytes, &DecodeLimits::default()).context("hashing the photo")?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(Photo {
+        name,
+        original: size,
+        size,
+        jpeg: bytes,
+        pdq: hashes.pdq.hash().to_string(),
+        quality: hashes.pdq.quality,
+    })
+}
+
+/// The photos in `dir`: resized and re-encoded, or with `size` None, as they are.
+fn load_photos(dir: &Path, size: Option<u32>, quality: u8) -> Result<Vec<Photo>> {
     let mut paths = Vec::new();
     for item in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = item.with_context(|| format!("listing {}", dir.display()))?.path();
@@ -276,7 +322,11 @@ fn load_photos(dir: &Path, size: u32, quality: u8) -> Result<Vec<Photo>> {
     }
     paths.sort();
     ensure!(!paths.is_empty(), "no JPEG, PNG or WebP files in {}", dir.display());
-    paths.iter().map(|p| prepare_photo(p, size, quality).with_context(|| format!("{}", p.display()))).collect()
+    let prepare = |p: &PathBuf| match size {
+        Some(size) => prepare_photo(p, size, quality),
+        None => read_photo(p),
+    };
+    paths.iter().map(|p| prepare(p).with_context(|| format!("{}", p.display()))).collect()
 }
 
 /// Quote an argument for a POSIX shell when it needs it.
@@ -373,6 +423,29 @@ impl Catalog {
                 .trim()
                 .replace(&catalog.data().display().to_string(), "a temporary data directory")
         );
+        Ok(catalog)
+    }
+
+    /// A copy of the data directory `from` (which is only read).
+    fn copy_of(from: &Path) -> Result<Catalog> {
+        fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+            std::fs::create_dir(to).with_context(|| format!("creating {}", to.display()))?;
+            for item in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+                let item = item?;
+                let target = to.join(item.file_name());
+                if item.file_type()?.is_dir() {
+                    copy_tree(&item.path(), &target)?;
+                } else {
+                    std::fs::copy(item.path(), &target)
+                        .with_context(|| format!("copying {}", item.path().display()))?;
+                }
+            }
+            Ok(())
+        }
+        ensure!(from.join("manifest.json").is_file(), "{} is not a lookalike data directory", from.display());
+        let dir = tempfile::Builder::new().prefix("loadgen-").tempdir().context("creating a temporary directory")?;
+        let catalog = Catalog { dir };
+        copy_tree(from, &catalog.data())?;
         Ok(catalog)
     }
 
@@ -508,6 +581,10 @@ struct Run {
     server: Vec<Duration>,
     /// Per call, decoding and hashing as the engine timed it.
     hash: Vec<Duration>,
+    /// What the process doing the work (the server, or this one in-process) spent.
+    work: Option<Spent>,
+    /// What this process spent as the client (gRPC modes only).
+    client: Option<Spent>,
 }
 
 /// A run's numbers; times in milliseconds.
@@ -521,6 +598,14 @@ struct Stats {
     max: f64,
     server_p50: Option<f64>,
     hash_p50: f64,
+    /// CPU milliseconds per call of the process doing the work.
+    work_cpu: Option<f64>,
+    /// CPU milliseconds per call of the client.
+    client_cpu: Option<f64>,
+    /// Minor page faults per call of the process doing the work.
+    faults: Option<f64>,
+    /// Kernel share of the working process's CPU time, in percent.
+    kernel_pct: Option<f64>,
 }
 
 /// Nearest-rank percentile of sorted samples, in milliseconds.
@@ -553,6 +638,7 @@ impl Run {
         self.server.sort_unstable();
         self.hash.sort_unstable();
         let calls = self.latency.len() as f64;
+        let per_call = |spent: Option<Spent>| spent.map(|s| s.cpu_secs() * 1e3 / calls.max(1.0));
         Stats {
             calls,
             per_sec: calls / self.window.as_secs_f64(),
@@ -562,6 +648,12 @@ impl Run {
             max: percentile_ms(&self.latency, 1.0),
             server_p50: (!self.server.is_empty()).then(|| percentile_ms(&self.server, 0.5)),
             hash_p50: percentile_ms(&self.hash, 0.5),
+            work_cpu: per_call(self.work),
+            client_cpu: per_call(self.client),
+            faults: self.work.map(|s| s.minor_faults as f64 / calls.max(1.0)),
+            kernel_pct: self
+                .work
+                .map(|s| 100.0 * s.system_ticks as f64 / (s.user_ticks + s.system_ticks).max(1) as f64),
         }
     }
 }
@@ -569,6 +661,9 @@ impl Run {
 /// Field by field median over runs.
 fn median_stats(runs: &[Stats]) -> Stats {
     let m = |f: fn(&Stats) -> f64| median(runs.iter().map(f).collect());
+    let m_opt = |f: fn(&Stats) -> Option<f64>| {
+        runs.iter().all(|s| f(s).is_some()).then(|| median(runs.iter().filter_map(f).collect()))
+    };
     Stats {
         calls: m(|s| s.calls),
         per_sec: m(|s| s.per_sec),
@@ -576,8 +671,12 @@ fn median_stats(runs: &[Stats]) -> Stats {
         p90: m(|s| s.p90),
         p99: m(|s| s.p99),
         max: m(|s| s.max),
-        server_p50: runs.iter().all(|s| s.server_p50.is_some()).then(|| m(|s| s.server_p50.unwrap_or(f64::NAN))),
+        server_p50: m_opt(|s| s.server_p50),
         hash_p50: m(|s| s.hash_p50),
+        work_cpu: m_opt(|s| s.work_cpu),
+        client_cpu: m_opt(|s| s.client_cpu),
+        faults: m_opt(|s| s.faults),
+        kernel_pct: m_opt(|s| s.kernel_pct),
     }
 }
 
@@ -587,6 +686,22 @@ struct ProcCounters {
     minor_faults: u64,
     user_ticks: u64,
     system_ticks: u64,
+}
+
+/// What a process spent between two readings of its counters.
+#[derive(Clone, Copy)]
+struct Spent {
+    minor_faults: u64,
+    user_ticks: u64,
+    system_ticks: u64,
+}
+
+impl Spent {
+    fn cpu_secs(&self) -> f64 {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (self.user_ticks + self.system_ticks) as f64 / hz
+    }
 }
 
 impl ProcCounters {
@@ -599,71 +714,63 @@ impl ProcCounters {
         let field = |n: usize| fields.get(n - 3)?.parse().ok();
         Some(ProcCounters { minor_faults: field(10)?, user_ticks: field(14)?, system_ticks: field(15)? })
     }
+
+    fn since(pid: u32, before: Option<ProcCounters>) -> Option<Spent> {
+        let (before, after) = (before?, ProcCounters::read(pid)?);
+        Some(Spent {
+            minor_faults: after.minor_faults.saturating_sub(before.minor_faults),
+            user_ticks: after.user_ticks.saturating_sub(before.user_ticks),
+            system_ticks: after.system_ticks.saturating_sub(before.system_ticks),
+        })
+    }
 }
 
-/// A process watched over a table's measured runs.
-struct Watched {
-    who: &'static str,
-    pid: u32,
-    before: ProcCounters,
-}
-
-/// Prints a table row by row as runs finish (the long modes show progress that way), and
-/// what the process doing the work (`watch`: a name and a pid) spent meanwhile.
-struct Table {
-    watched: Option<Watched>,
-}
-
-impl Table {
-    fn start(title: &str, rate_unit: &str, watch: Option<(&'static str, u32)>) -> Table {
-        println!("\n== {title} ==");
+/// Prints a table of runs and their median. `work` names the process doing the work;
+/// `client`: whether this process was only the client (its CPU shown apart).
+fn print_table(title: &str, rate_unit: &str, work: &str, client: bool, runs: &[Stats]) -> Stats {
+    println!("\n== {title} ==");
+    println!(
+        "{:>6} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>11} {:>9} {:>9} {:>10}",
+        "run",
+        "calls",
+        rate_unit,
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "server p50",
+        "hash p50",
+        "CPU ms",
+        "client CPU"
+    );
+    let row = |label: &str, s: &Stats| {
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:>6} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>11} {:>9}",
-            "run", "calls", rate_unit, "p50 ms", "p90 ms", "p99 ms", "max ms", "server p50", "hash p50"
+            "{label:>6} {:>7.0} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>11} {:>9.2} {:>9} {:>10}",
+            s.calls,
+            s.per_sec,
+            s.p50,
+            s.p90,
+            s.p99,
+            s.max,
+            opt(s.server_p50),
+            s.hash_p50,
+            opt(s.work_cpu),
+            opt(s.client_cpu)
         );
-        let watched = watch.and_then(|(who, pid)| ProcCounters::read(pid).map(|before| Watched { who, pid, before }));
-        Table { watched }
+    };
+    for (r, s) in runs.iter().enumerate() {
+        row(&(r + 1).to_string(), s);
     }
-
-    fn row(&self, label: &str, s: &Stats) {
-        let server = s.server_p50.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    let median = median_stats(runs);
+    row("median", &median);
+    let client = if client { "; client: this process" } else { "" };
+    if let (Some(faults), Some(kernel)) = (median.faults, median.kernel_pct) {
         println!(
-            "{label:>6} {:>7.0} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {server:>11} {:>9.2}",
-            s.calls, s.per_sec, s.p50, s.p90, s.p99, s.max, s.hash_p50
+            "  CPU ms per call: {work}{client}. {work}: {faults:.0} minor page faults per call; {kernel:.0}% of its CPU time in the kernel"
         );
-        let _ = std::io::stdout().flush();
     }
-
-    /// The median row, and the watched process's page faults per call and kernel share of
-    /// its CPU time over the runs.
-    fn finish(self, runs: &[Stats]) -> Outcome {
-        let median = median_stats(runs);
-        self.row("median", &median);
-        let mut faults_per_call = None;
-        if let Some(w) = &self.watched {
-            if let Some(after) = ProcCounters::read(w.pid) {
-                let calls: f64 = runs.iter().map(|s| s.calls).sum();
-                let faults = after.minor_faults.saturating_sub(w.before.minor_faults) as f64 / calls.max(1.0);
-                let system = after.system_ticks.saturating_sub(w.before.system_ticks) as f64;
-                let user = after.user_ticks.saturating_sub(w.before.user_ticks) as f64;
-                println!(
-                    "  {} over these runs: {faults:.0} minor page faults per call; {:.0}% of its CPU time in the kernel",
-                    w.who,
-                    100.0 * system / (user + system).max(1.0)
-                );
-                faults_per_call = Some(faults);
-            }
-        }
-        Outcome { median, faults_per_call }
-    }
-}
-
-/// What a table found: its median row, and the page faults per call of the process that
-/// did the work (where `/proc` tells).
-#[derive(Clone, Copy)]
-struct Outcome {
-    median: Stats,
-    faults_per_call: Option<f64>,
+    median
 }
 
 /// The answer must be a success carrying the photo's hash.
@@ -685,27 +792,48 @@ fn match_request(photo: &Photo) -> pb::MatchRequest {
     pb::MatchRequest { query: Some(pb::match_request::Query::Image(photo.jpeg.clone())), ..Default::default() }
 }
 
-/// Sequential unary calls for `duration`, cycling through the photos.
-async fn match_run(client: &mut MatcherClient<Channel>, photos: &[Photo], duration: Duration) -> Result<Run> {
-    let requests: Vec<pb::MatchRequest> = photos.iter().map(match_request).collect();
-    let mut run = Run { window: duration, ..Run::default() };
+/// `concurrency` callers on one connection, each making unary calls one after another for
+/// `duration`, cycling through the photos from its own starting point.
+async fn match_run(
+    client: &MatcherClient<Channel>,
+    photos: &Arc<Vec<Photo>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Run> {
+    let requests: Arc<Vec<pb::MatchRequest>> = Arc::new(photos.iter().map(match_request).collect());
     let end = Instant::now() + duration;
-    for (photo, template) in photos.iter().zip(&requests).cycle() {
-        if Instant::now() >= end {
-            break;
-        }
-        let request = template.clone();
-        let sent = Instant::now();
-        let response = client.r#match(request).await.with_context(|| format!("Match({})", photo.name))?.into_inner();
-        let done = Instant::now();
-        check_answer(&response, photo)?;
-        if done <= end {
-            run.record(
-                done - sent,
-                Some(Duration::from_micros(response.total_micros)),
-                Duration::from_micros(response.hash_micros),
-            );
-        }
+    let mut callers = JoinSet::new();
+    for c in 0..concurrency {
+        let (mut client, photos, requests) = (client.clone(), photos.clone(), requests.clone());
+        callers.spawn(async move {
+            let mut run = Run::default();
+            for k in (0..photos.len()).cycle().skip(c * photos.len() / concurrency) {
+                if Instant::now() >= end {
+                    break;
+                }
+                let (photo, request) = (&photos[k], requests[k].clone());
+                let sent = Instant::now();
+                let response =
+                    client.r#match(request).await.with_context(|| format!("Match({})", photo.name))?.into_inner();
+                let done = Instant::now();
+                check_answer(&response, photo)?;
+                if done <= end {
+                    run.record(
+                        done - sent,
+                        Some(Duration::from_micros(response.total_micros)),
+                        Duration::from_micros(response.hash_micros),
+                    );
+                }
+            }
+            anyhow::Ok(run)
+        });
+    }
+    let mut run = Run { window: duration, ..Run::default() };
+    while let Some(part) = callers.join_next().await {
+        let part = part.context("a caller panicked")??;
+        run.latency.extend(part.latency);
+        run.server.extend(part.server);
+        run.hash.extend(part.hash);
     }
     Ok(run)
 }
@@ -785,7 +913,7 @@ fn inproc_run(
                 let query = &query;
                 scope.spawn(move || -> Result<Run> {
                     let mut run = Run::default();
-                    for k in (0..photos.len()).cycle().skip(t) {
+                    for k in (0..photos.len()).cycle().skip(t * photos.len() / threads) {
                         if Instant::now() >= end {
                             break;
                         }
@@ -814,122 +942,186 @@ fn inproc_run(
     Ok(run)
 }
 
-/// The summaries the ratios are made of.
-#[derive(Default)]
-struct Summary {
-    unary: Option<Outcome>,
-    stream: Option<Outcome>,
-    one_thread: Option<Outcome>,
-    all_cores: Option<(usize, Outcome)>,
+/// One kind of measured run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bench {
+    Unary,
+    Stream,
+    /// In-process on this many threads.
+    Inproc(usize),
 }
 
-/// Match and MatchStream against `url`; `server_pid` is the spawned server's, if any.
-async fn service_benchmarks(
-    args: &Args,
-    url: &str,
+/// What the measurements run against: a client of the service and/or an in-process engine.
+struct Bed<'a> {
+    args: &'a Args,
+    photos: Arc<Vec<Photo>>,
+    client: Option<MatcherClient<Channel>>,
+    /// The spawned server's pid (its CPU time is read from /proc).
     server_pid: Option<u32>,
-    photos: &[Photo],
-    summary: &mut Summary,
-) -> Result<()> {
-    let watch = server_pid.map(|pid| ("server process", pid));
-    let channel = connect(url).await?;
-    let mut client = MatcherClient::new(channel);
-    let (duration, warmup) = (args.duration(), args.warmup());
-    if matches!(args.mode, Mode::Match | Mode::All) {
-        match_run(&mut client, photos, warmup).await.context("warm-up")?;
-        let table = Table::start("Match: unary, one connection, sequential", "calls/s", watch);
-        let mut runs = Vec::new();
-        for r in 1..=args.repeat {
-            let stats = match_run(&mut client, photos, duration).await?.stats();
-            table.row(&r.to_string(), &stats);
-            runs.push(stats);
-        }
-        summary.unary = Some(table.finish(&runs));
-    }
-    if matches!(args.mode, Mode::Stream | Mode::All) {
-        let in_flight = args.in_flight as usize;
-        stream_run(&mut client, photos, in_flight, warmup, "warmup").await.context("warm-up")?;
-        let title = format!("MatchStream: one stream, {in_flight} requests in flight");
-        let table = Table::start(&title, "images/s", watch);
-        let mut runs = Vec::new();
-        for r in 1..=args.repeat {
-            let stats = stream_run(&mut client, photos, in_flight, duration, &format!("run{r}")).await?.stats();
-            table.row(&r.to_string(), &stats);
-            runs.push(stats);
-        }
-        summary.stream = Some(table.finish(&runs));
-    }
-    Ok(())
+    engine: Option<Engine>,
+    contents: Vec<Content>,
 }
 
-fn inproc_benchmarks(args: &Args, data: &Path, photos: &[Photo], summary: &mut Summary) -> Result<()> {
-    let engine = Engine::open(data, EngineOptions::default())
-        .map_err(|e| anyhow::anyhow!("opening the index {} in-process: {e}", data.display()))?;
-    let contents: Vec<Content> = photos.iter().map(|p| Content::Image(p.jpeg.clone())).collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.map_or(cores, |t| t as usize);
-    let measure = |n: usize| -> Result<Outcome> {
-        inproc_run(&engine, photos, &contents, n, args.warmup()).context("warm-up")?;
-        let plural = if n == 1 { "" } else { "s" };
-        let table = Table::start(
-            &format!("in-process: Engine::match_content, {n} thread{plural}"),
-            "calls/s",
-            Some(("this process", std::process::id())),
-        );
-        let mut runs = Vec::new();
-        for r in 1..=args.repeat {
-            let stats = inproc_run(&engine, photos, &contents, n, args.duration())?.stats();
-            table.row(&r.to_string(), &stats);
-            runs.push(stats);
+impl Bed<'_> {
+    fn title(&self, bench: Bench) -> String {
+        match bench {
+            Bench::Unary => match self.args.concurrency {
+                1 => "Match: unary, one connection, sequential".to_string(),
+                n => format!("Match: unary, one connection, {n} calls at once"),
+            },
+            Bench::Stream => format!("MatchStream: one stream, {} requests in flight", self.args.in_flight),
+            Bench::Inproc(1) => "in-process: Engine::match_content, 1 thread".to_string(),
+            Bench::Inproc(n) => format!("in-process: Engine::match_content, {n} threads"),
         }
-        Ok(table.finish(&runs))
-    };
-    let one = measure(1)?;
-    summary.one_thread = Some(one);
-    summary.all_cores = Some((threads, if threads == 1 { one } else { measure(threads)? }));
-    Ok(())
+    }
+
+    /// One run of `bench` for `duration`, with the CPU time the processes spent on it.
+    fn run(&mut self, runtime: &tokio::runtime::Runtime, bench: Bench, duration: Duration, tag: &str) -> Result<Run> {
+        let me = std::process::id();
+        let work_pid = match bench {
+            Bench::Inproc(_) => Some(me),
+            _ => self.server_pid,
+        };
+        let work_before = work_pid.and_then(ProcCounters::read);
+        let me_before = ProcCounters::read(me);
+        let mut run = match bench {
+            Bench::Unary => {
+                let client = self.client.as_ref().context("no client")?;
+                runtime.block_on(match_run(client, &self.photos, self.args.concurrency as usize, duration))?
+            }
+            Bench::Stream => {
+                let client = self.client.as_mut().context("no client")?;
+                let in_flight = self.args.in_flight as usize;
+                runtime.block_on(stream_run(client, &self.photos, in_flight, duration, tag))?
+            }
+            Bench::Inproc(n) => {
+                let engine = self.engine.as_ref().context("no in-process engine")?;
+                inproc_run(engine, &self.photos, &self.contents, n, duration)?
+            }
+        };
+        run.work = work_pid.and_then(|pid| ProcCounters::since(pid, work_before));
+        if !matches!(bench, Bench::Inproc(_)) {
+            run.client = ProcCounters::since(me, me_before);
+        }
+        Ok(run)
+    }
 }
 
-fn print_ratios(summary: &Summary) {
+/// One bench's runs, round by round, and their median.
+struct Measured {
+    bench: Bench,
+    median: Stats,
+    runs: Vec<Stats>,
+}
+
+/// Warm every bench up, then `--repeat` rounds of one run each, the order rotating from
+/// round to round so that drifting machine load spreads over all of them. Prints the
+/// tables and returns each bench's median and runs (in round order).
+fn measure(bed: &mut Bed, runtime: &tokio::runtime::Runtime, benches: &[Bench]) -> Result<Vec<Measured>> {
+    let args = bed.args;
+    for &bench in benches {
+        bed.run(runtime, bench, args.warmup(), "warmup").with_context(|| format!("warm-up of {bench:?}"))?;
+    }
+    let mut runs: Vec<Vec<Stats>> = vec![Vec::new(); benches.len()];
+    for r in 0..args.repeat as usize {
+        for i in 0..benches.len() {
+            let b = (i + r) % benches.len();
+            let stats = bed.run(runtime, benches[b], args.duration(), &format!("run{}", r + 1))?.stats();
+            eprintln!(
+                "loadgen: round {}/{}: {:<50} {:>7.1}/s p50 {:>6.2} ms p99 {:>6.2} ms (load {})",
+                r + 1,
+                args.repeat,
+                bed.title(benches[b]),
+                stats.per_sec,
+                stats.p50,
+                stats.p99,
+                load_average()
+            );
+            runs[b].push(stats);
+        }
+    }
+    let mut medians = Vec::new();
+    for (&bench, runs) in benches.iter().zip(&runs) {
+        let (unit, work, client) = match bench {
+            Bench::Unary => ("calls/s", "server process", true),
+            Bench::Stream => ("images/s", "server process", true),
+            Bench::Inproc(_) => ("calls/s", "this process", false),
+        };
+        let work = if bed.server_pid.is_none() && client { "server (not watched)" } else { work };
+        medians.push(Measured {
+            bench,
+            median: print_table(&bed.title(bench), unit, work, client, runs),
+            runs: runs.clone(),
+        });
+    }
+    Ok(medians)
+}
+
+fn print_ratios(args: &Args, measured: &[Measured]) {
+    let find = |wanted: Bench| measured.iter().find(|m| m.bench == wanted);
+    let threaded: Vec<(usize, &Measured)> = measured
+        .iter()
+        .filter_map(|m| match m.bench {
+            Bench::Inproc(n) if n > 1 => Some((n, m)),
+            _ => None,
+        })
+        .collect();
     println!("\n== Service against in-process (medians over runs) ==");
-    if let (Some(stream), Some((n, all))) = (&summary.stream, &summary.all_cores) {
-        let (stream, all) = (&stream.median, &all.median);
+    let cpu = |s: &Stats| match (s.work_cpu, s.client_cpu) {
+        (Some(w), Some(c)) => format!("{:.2} ms (server {w:.2} + client {c:.2})", w + c),
+        (Some(w), None) => format!("{w:.2} ms"),
+        _ => "-".to_string(),
+    };
+    let total_cpu = |s: &Stats| Some(s.work_cpu? + s.client_cpu.unwrap_or(0.0));
+    let compare = |what: &str, service: &Measured, n: usize, local: &Measured| {
+        // Runs of the same round ran back to back, under much the same machine load.
+        let paired = median(service.runs.iter().zip(&local.runs).map(|(s, l)| s.per_sec / l.per_sec).collect());
+        let (service, local) = (&service.median, &local.median);
         println!(
-            "MatchStream throughput / in-process {n}-thread throughput: {:.1} / {:.1} images/s = {:.2}",
-            stream.per_sec,
-            all.per_sec,
-            stream.per_sec / all.per_sec
+            "{what} throughput / in-process {n}-thread throughput: {:.1} / {:.1} per s = {:.2} (median of per-round ratios {paired:.2})",
+            service.per_sec,
+            local.per_sec,
+            service.per_sec / local.per_sec
         );
+        if let (Some(s), Some(l)) = (total_cpu(service), total_cpu(local)) {
+            println!(
+                "  CPU per image: {} / in-process {}; images per CPU-second, {what} / in-process: {:.2}",
+                cpu(service),
+                cpu(local),
+                l / s
+            );
+        }
+    };
+    if let Some(stream) = find(Bench::Stream) {
+        for (n, local) in &threaded {
+            compare("MatchStream", stream, *n, local);
+        }
     }
-    let (Some(unary), Some(one)) = (&summary.unary, &summary.one_thread) else { return };
-    let (u, o) = (&unary.median, &one.median);
-    println!(
-        "Match p50 / in-process 1-thread p50:                  {:.2} / {:.2} ms = {:.2}",
-        u.p50,
-        o.p50,
-        u.p50 / o.p50
-    );
-    println!(
-        "Match calls/s / in-process 1-thread calls/s:          {:.1} / {:.1} = {:.2}",
-        u.per_sec,
-        o.per_sec,
-        u.per_sec / o.per_sec
-    );
-    if let Some(server) = u.server_p50 {
+    let Some(unary) = find(Bench::Unary) else { return };
+    let c = args.concurrency as usize;
+    let base = match c {
+        1 => find(Bench::Inproc(1)).map(|o| (1, o)),
+        _ => threaded.iter().find(|(n, _)| *n == c).or(threaded.first()).copied(),
+    };
+    let Some((n, o)) = base else { return };
+    compare("Match", unary, n, o);
+    let (unary, o) = (&unary.median, &o.median);
+    println!("Match p50 / in-process {n}-thread p50: {:.2} / {:.2} ms = {:.2}", unary.p50, o.p50, unary.p50 / o.p50);
+    if let Some(server) = unary.server_p50 {
         println!(
             "Match p50 = server total {server:.2} ms (of which hashing {:.2} ms) + client and transport {:.2} ms",
-            u.hash_p50,
-            u.p50 - server
+            unary.hash_p50,
+            unary.p50 - server
         );
         println!(
-            "Hashing p50, server / in-process 1 thread:            {:.2} / {:.2} ms = {:.2}",
-            u.hash_p50,
+            "Hashing p50, server / in-process {n} thread(s): {:.2} / {:.2} ms = {:.2}",
+            unary.hash_p50,
             o.hash_p50,
-            u.hash_p50 / o.hash_p50
+            unary.hash_p50 / o.hash_p50
         );
     }
-    if let (Some(server), Some(local)) = (unary.faults_per_call, one.faults_per_call) {
-        println!("Minor page faults per call, server (Match) / in-process 1 thread: {server:.0} / {local:.0}");
+    if let (Some(server), Some(local)) = (unary.faults, o.faults) {
+        println!("Minor page faults per call, server (Match) / in-process: {server:.0} / {local:.0}");
     }
 }
 
@@ -1667,6 +1859,15 @@ async fn memory(args: &Args, server: &Server) -> Result<bool> {
     Ok(peak <= code && !results.iter().any(|r| r.1 == Reply::Hung))
 }
 
+/// The spawned server's --max-in-flight and --max-queued, where given.
+fn server_limits(args: &Args) -> Vec<String> {
+    let mut extra = Vec::new();
+    for (flag, value) in [("--max-in-flight", args.max_in_flight), ("--max-queued", args.max_queued)] {
+        extra.extend(value.map(|v| [flag.to_string(), v.to_string()]).into_iter().flatten());
+    }
+    extra
+}
+
 /// overload and memory: spawn a server on the photos' catalog, run the mode, stop it.
 fn pressure(args: &Args, photos: &[Photo]) -> Result<()> {
     ensure!(
@@ -1676,10 +1877,7 @@ fn pressure(args: &Args, photos: &[Photo]) -> Result<()> {
     );
     let bin = lookalike_binary(args.lookalike_bin.as_deref())?;
     let catalog = Catalog::build(&bin, photos)?;
-    let mut extra = Vec::new();
-    for (flag, value) in [("--max-in-flight", args.max_in_flight), ("--max-queued", args.max_queued)] {
-        extra.extend(value.map(|v| [flag.to_string(), v.to_string()]).into_iter().flatten());
-    }
+    let extra = server_limits(args);
     let server = Server::start(&bin, &catalog.data(), &extra)?;
     let shown = extra.iter().map(|a| format!(" {a}")).collect::<String>();
     println!("server: spawned lookalike serve{shown} (pid {}) on {}", server.child.id(), server.addr);
@@ -1723,14 +1921,17 @@ fn run(args: &Args) -> Result<()> {
         Some(dir) => (dir.clone(), dir.display().to_string()),
         None => (default_images, "tests/fixtures".to_string()),
     };
-    let photos = load_photos(&images_dir, args.size, args.jpeg_quality)?;
+    let photos = load_photos(&images_dir, (!args.as_is).then_some(args.size), args.jpeg_quality)?;
     let total: usize = photos.iter().map(|p| p.jpeg.len()).sum();
+    let how = if args.as_is {
+        "sent as they are".to_string()
+    } else {
+        format!("resized to about {s}×{s} and re-encoded as JPEG quality {}", args.jpeg_quality, s = args.size)
+    };
     println!(
-        "photos: {} from {images_shown}, resized to about {s}×{s} and re-encoded as JPEG quality {}, {:.0} KB on average:",
+        "photos: {} from {images_shown}, {how}, {:.0} KB on average:",
         photos.len(),
-        args.jpeg_quality,
         total as f64 / photos.len() as f64 / 1024.0,
-        s = args.size
     );
     for p in &photos {
         println!(
@@ -1748,52 +1949,107 @@ fn run(args: &Args) -> Result<()> {
     if matches!(args.mode, Mode::Overload | Mode::Memory) {
         return pressure(args, &photos);
     }
+    let mut threads: Vec<usize> = args.threads.iter().map(|&t| t as usize).collect();
+    if threads.is_empty() {
+        threads.push(cores);
+    }
+    let mut benches = Vec::new();
+    if matches!(args.mode, Mode::Stream | Mode::All) {
+        benches.push(Bench::Stream);
+    }
+    if matches!(args.mode, Mode::Match | Mode::All) {
+        benches.push(Bench::Unary);
+    }
+    if args.mode == Mode::Inproc || (args.mode == Mode::All && args.concurrency == 1) {
+        benches.push(Bench::Inproc(1));
+    }
+    if matches!(args.mode, Mode::Inproc | Mode::All) {
+        for &n in threads.iter().filter(|&&n| n > 1) {
+            if !benches.contains(&Bench::Inproc(n)) {
+                benches.push(Bench::Inproc(n));
+            }
+        }
+    }
     let wants_service = matches!(args.mode, Mode::Match | Mode::Stream | Mode::All);
     let wants_inproc = matches!(args.mode, Mode::Inproc | Mode::All);
     let remote = if args.spawn { None } else { args.server.clone() };
-    let local = if wants_inproc || (wants_service && remote.is_none()) {
-        let bin = lookalike_binary(args.lookalike_bin.as_deref())?;
-        let catalog = Catalog::build(&bin, &photos)?;
-        Some((bin, catalog))
+
+    // The data directories: the server's and the in-process engine's own copy (an open
+    // index holds an exclusive writer lock, and both are open at once).
+    let bin = if wants_service && remote.is_none() || args.index.is_none() {
+        Some(lookalike_binary(args.lookalike_bin.as_deref())?)
     } else {
         None
     };
+    let source = match &args.index {
+        Some(dir) => {
+            println!("catalog: copies of {}", dir.display());
+            None
+        }
+        None => Some(Catalog::build(bin.as_deref().context("no lookalike binary")?, &photos)?),
+    };
+    let source_dir = match (&args.index, &source) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(catalog)) => catalog.data(),
+        (None, None) => unreachable!("a catalog is built without --index"),
+    };
+    let inproc_data = if wants_inproc { Some(Catalog::copy_of(&source_dir)?) } else { None };
+    let server_data = if wants_service && remote.is_none() { Some(Catalog::copy_of(&source_dir)?) } else { None };
 
-    let mut summary = Summary::default();
-    if wants_service {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (server, client) = if wants_service {
         let (url, server) = match &remote {
             Some(url) => {
                 println!("server: {url} (already running; its catalog as it is)");
                 (url.clone(), None)
             }
             None => {
-                let (bin, catalog) = local.as_ref().context("no local catalog to serve")?;
-                let server = Server::start(bin, &catalog.data(), &[])?;
-                println!(
-                    "server: spawned lookalike serve (pid {}) on {} over the temporary catalog",
-                    server.child.id(),
-                    server.addr
-                );
+                let bin = bin.as_deref().context("no lookalike binary")?;
+                let data = server_data.as_ref().context("no data directory to serve")?;
+                let extra = server_limits(args);
+                let server = Server::start(bin, &data.data(), &extra)?;
+                let shown = extra.iter().map(|a| format!(" {a}")).collect::<String>();
+                println!("server: spawned lookalike serve{shown} (pid {}) on {}", server.child.id(), server.addr);
                 (format!("http://{}", server.addr), Some(server))
             }
         };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let server_pid = server.as_ref().map(|s| s.child.id());
-        runtime.block_on(service_benchmarks(args, &url, server_pid, &photos, &mut summary))?;
-        drop(runtime); // closes the connection
-        if let Some(server) = server {
-            server.stop()?;
+        let client = MatcherClient::new(runtime.block_on(connect(&url))?);
+        (server, Some(client))
+    } else {
+        (None, None)
+    };
+    let engine = match &inproc_data {
+        Some(data) => {
+            if remote.is_some() && args.index.is_none() {
+                println!("in-process: a temporary catalog of the photos (not the server's)");
+            }
+            Some(
+                Engine::open(&data.data(), EngineOptions::default())
+                    .map_err(|e| anyhow::anyhow!("opening the index {} in-process: {e}", data.data().display()))?,
+            )
         }
-    }
-    if wants_inproc {
-        let (_, catalog) = local.as_ref().context("no local catalog")?;
-        if remote.is_some() {
-            println!("\nin-process: a temporary catalog of the photos (not the server's)");
-        }
-        inproc_benchmarks(args, &catalog.data(), &photos, &mut summary)?;
+        None => None,
+    };
+    let contents: Vec<Content> =
+        if engine.is_some() { photos.iter().map(|p| Content::Image(p.jpeg.clone())).collect() } else { Vec::new() };
+    let mut bed = Bed {
+        args,
+        photos: Arc::new(photos),
+        client,
+        server_pid: server.as_ref().map(|s| s.child.id()),
+        engine,
+        contents,
+    };
+    println!("load average before: {}", load_average());
+    let medians = measure(&mut bed, &runtime, &benches)?;
+    println!("\nload average after: {}", load_average());
+    drop(bed); // closes the connection
+    drop(runtime);
+    if let Some(server) = server {
+        server.stop()?;
     }
     if args.mode == Mode::All {
-        print_ratios(&summary);
+        print_ratios(args, &medians);
     }
     Ok(())
 }

@@ -55,6 +55,10 @@ impl WorkPool {
         self.max_in_flight
     }
 
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
     /// Jobs running now.
     pub fn in_flight(&self) -> usize {
         self.max_in_flight - self.permits.available_permits()

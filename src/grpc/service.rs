@@ -425,10 +425,14 @@ impl pb::matcher_server::Matcher for MatcherService {
         principal(&self.engine, &request).inspect_err(|e| log_denied(&self.engine, "MatchStream", e))?;
         let mut inbound = request.into_inner();
         let engine = self.engine.clone();
-        // Per stream, at most this many items are in progress; beyond it the stream is not
-        // read, and HTTP/2 flow control holds the client back.
-        let window = Arc::new(Semaphore::new(engine.pool().max_in_flight()));
-        let (tx, rx) = mpsc::channel(engine.pool().max_in_flight() * 2);
+        // Per stream, at most this many items are in progress: the pool's width, and as many
+        // again waiting for a slot (within the pool's queue), so that the next item is ready
+        // when a slot frees. Beyond it the stream is not read, and HTTP/2 flow control holds
+        // the client back.
+        let pool = engine.pool();
+        let width = pool.max_in_flight() + pool.max_in_flight().min(pool.max_queued());
+        let window = Arc::new(Semaphore::new(width));
+        let (tx, rx) = mpsc::channel(width * 2);
         tokio::spawn(async move {
             loop {
                 let Ok(slot) = window.clone().acquire_owned().await else { break };
