@@ -641,9 +641,10 @@ impl Index {
         let covered = match &self.mih {
             Some(mih) if mih.expected_candidates(queries.len(), radius) < (mih.records() as f64) / 4.0 => {
                 let mut cands = Vec::new();
+                // Sorted and unique already (`candidates`' contract), so every record is
+                // verified once.
                 mih.candidates(queries, radius, &mut cands);
-                cands.sort_unstable();
-                cands.dedup();
+                debug_assert!(cands.windows(2).all(|w| w[0] < w[1]), "MIH candidates must be sorted and unique");
                 for r in cands {
                     let (d, q) = scan::best_of(&codes[r as usize], queries);
                     if d <= radius {
