@@ -45,7 +45,7 @@ use std::time::Duration;
 use super::pb;
 use crate::hash::{Hash256, Orientation};
 use crate::index::{Entry, Label};
-use crate::matcher::{Closeness, Match, MatchResult, Verdict, Verified};
+use crate::matcher::{Closeness, Match, MatchResult, Verdict};
 
 pub fn label_from_pb(value: i32) -> Option<Label> {
     match pb::Label::try_from(value).ok()? {
@@ -109,15 +109,7 @@ pub fn match_result_from_pb(r: pb::MatchResponse) -> anyhow::Result<MatchResult>
                 view: 0,
                 query_view: 0,
                 closeness,
-                verified: m.verified.map(|v| Verified {
-                    inliers: v.inliers,
-                    distinct: v.distinct,
-                    mirrored: v.mirrored,
-                    scale: v.scale,
-                    rotation_deg: v.rotation_deg,
-                    listing_coverage: v.listing_coverage,
-                    stored_coverage: v.stored_coverage,
-                }),
+                verified: m.verified.map(super::convert::verified_from_pb),
                 replaced: m.replaced,
             })
         })

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::pb;
 use crate::hash::{Hash256, Orientation};
 use crate::index::{self, AddOutcome, Entry, Label, NewEntry, Selector, Stats, MAX_EXTERNAL_ID_BYTES};
-use crate::matcher::{Closeness, MatchResult, Query, Thresholds, Verdict, MAX_K};
+use crate::matcher::{Closeness, MatchResult, Query, Thresholds, Verdict, Verified, MAX_K};
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::InvalidArgument(message.into())
@@ -42,6 +42,32 @@ fn verdict_to_pb(v: Verdict) -> pb::Verdict {
         Verdict::Review => pb::Verdict::Review,
         Verdict::NoMatch => pb::Verdict::NoMatch,
         Verdict::LowQuality => pb::Verdict::LowQuality,
+    }
+}
+
+/// The local-feature check's findings as the API carries them, and back (for the CLI's
+/// remote mode), kept side by side so a new field is added to both.
+pub fn verified_to_pb(v: Verified) -> pb::Verification {
+    pb::Verification {
+        inliers: v.inliers,
+        distinct: v.distinct,
+        mirrored: v.mirrored,
+        scale: v.scale,
+        rotation_deg: v.rotation_deg,
+        listing_coverage: v.listing_coverage,
+        stored_coverage: v.stored_coverage,
+    }
+}
+
+pub fn verified_from_pb(v: pb::Verification) -> Verified {
+    Verified {
+        inliers: v.inliers,
+        distinct: v.distinct,
+        mirrored: v.mirrored,
+        scale: v.scale,
+        rotation_deg: v.rotation_deg,
+        listing_coverage: v.listing_coverage,
+        stored_coverage: v.stored_coverage,
     }
 }
 
@@ -309,15 +335,7 @@ pub fn match_response(request_id: String, r: MatchResult, total: Duration) -> pb
                 closeness: closeness_to_pb(m.closeness) as i32,
                 note: m.entry.note.unwrap_or_default(),
                 source: m.entry.source,
-                verified: m.verified.map(|v| pb::Verification {
-                    inliers: v.inliers,
-                    distinct: v.distinct,
-                    mirrored: v.mirrored,
-                    scale: v.scale,
-                    rotation_deg: v.rotation_deg,
-                    listing_coverage: v.listing_coverage,
-                    stored_coverage: v.stored_coverage,
-                }),
+                verified: m.verified.map(verified_to_pb),
                 replaced: m.replaced,
             })
             .collect(),

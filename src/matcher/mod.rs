@@ -1,10 +1,11 @@
 //! Query policy: one image → its PDQ orientations → exact search → merged matches →
 //! a verdict a pipeline can act on without reading distances.
 //!
-//! When no stored photo is within the flag distance, a second stage looks for what a
+//! Unless a stored photo is within [`SURE_DISTANCE`], a second stage looks for what a
 //! global hash cannot see (a crop, a screenshot, a collage, a small rotation): the
 //! listing's local features vote for stored entries, and the few with the most votes
-//! are checked geometrically (`features::verify`). A verified entry is flagged.
+//! are checked geometrically (`features::verify`). A verified entry is flagged; a hash
+//! match the check finds to be another logo on the stored layout goes to review.
 
 use std::time::{Duration, Instant};
 
@@ -277,29 +278,20 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
         return Ok(result);
     }
     let started = Instant::now();
-    let t = query.thresholds;
     let Checked { verified, replaced } = check_features(index, &analysis.features, analysis.working_size)?;
-    let mut demoted = false;
     for m in &mut result.matches {
         if let Some(&(_, lost)) = replaced.iter().find(|(id, _)| *id == m.entry.id) {
             m.replaced = Some(lost);
             if m.closeness == Closeness::Flag {
                 m.closeness = Closeness::Review;
-                demoted = true;
             }
         }
     }
-    if verified.is_empty() {
-        if demoted {
-            sort_matches(&mut result.matches);
-            result.verdict = verdict(result.quality, &result.matches, t);
-        }
-        result.search_time += started.elapsed();
-        return Ok(result);
-    }
+    // Entries the hash search did not return are read from the catalog.
+    let missing: Vec<_> =
+        verified.iter().map(|(id, _)| *id).filter(|id| !result.matches.iter().any(|m| m.entry.id == *id)).collect();
+    let mut entries = if missing.is_empty() { Default::default() } else { index.entries(&missing)? };
     let rescore = Rescore::of(&analysis.hashes);
-    let ids: Vec<_> = verified.iter().map(|(id, _)| *id).collect();
-    let mut entries = index.entries(&ids)?;
     for (id, v) in verified {
         if let Some(m) = result.matches.iter_mut().find(|m| m.entry.id == id) {
             m.verified = Some(v);
@@ -326,7 +318,7 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
     }
     sort_matches(&mut result.matches);
     result.matches.truncate(query.k);
-    result.verdict = verdict(result.quality, &result.matches, t);
+    result.verdict = verdict(result.quality, &result.matches, query.thresholds);
     result.search_time += started.elapsed();
     Ok(result)
 }
@@ -349,16 +341,15 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32)) -> Resu
         return Ok(checked);
     }
     let mirrored = features::mirrored(query, working_width);
-    let pool = CANDIDATE_POOL;
-    let mut candidates = index.feature_candidates(query, MIN_FEATURE_VOTES, pool)?;
-    for (id, votes) in index.feature_candidates(&mirrored, MIN_FEATURE_VOTES, pool)? {
+    let mut candidates = index.feature_candidates(query, MIN_FEATURE_VOTES, CANDIDATE_POOL)?;
+    for (id, votes) in index.feature_candidates(&mirrored, MIN_FEATURE_VOTES, CANDIDATE_POOL)? {
         match candidates.iter_mut().find(|c| c.0 == id) {
             Some(c) => c.1 = c.1.max(votes),
             None => candidates.push((id, votes)),
         }
     }
     candidates.sort_unstable_by_key(|&(id, votes)| (std::cmp::Reverse(votes), id));
-    candidates.truncate(pool);
+    candidates.truncate(CANDIDATE_POOL);
     let ids: Vec<_> = candidates.iter().map(|c| c.0).collect();
     let stored = index.features(&ids)?;
     for &id in ids.iter().take(FEATURE_CANDIDATES) {
