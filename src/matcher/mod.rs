@@ -1,11 +1,12 @@
 //! Query policy: one image → its PDQ orientations → exact search → merged matches →
 //! a verdict a pipeline can act on without reading distances.
 //!
-//! Unless a stored photo is within [`SURE_DISTANCE`], a second stage looks for what a
-//! global hash cannot see (a crop, a screenshot, a collage, a small rotation): the
-//! listing's local features vote for stored entries, and the few with the most votes
-//! are checked geometrically (`features::verify`). A verified entry is flagged; a hash
-//! match the check finds to be another logo on the stored layout goes to review.
+//! Unless a stored photo's hash is identical, a second stage looks
+//! for what a global hash cannot see (a crop, a screenshot, a collage, a small
+//! rotation): the listing's local features vote for stored entries, and the few with
+//! the most votes, plus the closest hash matches, are checked geometrically
+//! (`features::verify`). A verified entry is flagged; a hash match the check finds to be
+//! another logo on the stored layout goes to review.
 
 use std::time::{Duration, Instant};
 
@@ -143,7 +144,7 @@ pub struct Match {
     /// exact frame with a corner-rich part of it replaced (another logo on the same
     /// product layout, most often): the share of the stored photo's corners that are
     /// gone (see [`MAX_LOST_SHARE`]). Such a match is not flagged on its hash distance
-    /// alone (beyond [`SURE_DISTANCE`]): it goes to review.
+    /// alone: it goes to review.
     pub replaced: Option<f32>,
 }
 
@@ -264,21 +265,37 @@ pub const MIN_FEATURE_VOTES: u32 = 4;
 /// on the report split.
 pub const MIN_DISTINCT_CORNERS: u32 = 30;
 
-/// Hash matches this close need no local-feature check. Set from the tune split of
-/// `tools/eval`: the closest negative there (another logo on a genuine shot's exact
-/// layout) was 14 bits away.
-pub const SURE_DISTANCE: u32 = 10;
+/// Hash matches (within the review distance, best first) that the local-feature check
+/// verifies even when their corners won few votes: a stored photo the hash finds close
+/// but whose corners the listing lacks is another logo on its layout, and the check
+/// tells so only if it looks.
+const HASH_CANDIDATES: usize = 3;
 
-/// [`match_hashes`], then, unless a stored photo is within [`SURE_DISTANCE`], the
-/// local-feature check (see the module's documentation): it verifies what the hashes
-/// missed, and sends to review hash matches that are another logo on a stored layout.
+/// [`match_hashes`], then, unless a stored photo's hash is identical, the local-feature
+/// check (see the module's documentation): it verifies what the hashes missed, and
+/// sends to review hash matches that are another logo on a stored layout.
+///
+/// Only identical hashes skip the check. It used to be skipped within 10 bits, set on
+/// the tune split of `tools/eval`, where the closest negative (another logo on a genuine
+/// shot's exact layout) was 14 bits away; the report split has one 8 and 10 bits away
+/// (a thin, low-contrast logo on a dark bottle, which PDQ hardly sees). On tune,
+/// checking matches 1–10 bits away sent 4 of the 925 copies there to review (blur or
+/// noise took their corners); checking identical ones too would have sent 3 more, and
+/// found no negative.
 pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Result<MatchResult, MatchError> {
     let mut result = match_hashes(index, &analysis.hashes, query)?;
-    if result.verdict == Verdict::LowQuality || result.matches.first().is_some_and(|m| m.distance <= SURE_DISTANCE) {
+    if result.verdict == Verdict::LowQuality || result.matches.first().is_some_and(|m| m.distance == 0) {
         return Ok(result);
     }
     let started = Instant::now();
-    let Checked { verified, replaced } = check_features(index, &analysis.features, analysis.working_size)?;
+    let close: Vec<u64> = result
+        .matches
+        .iter()
+        .filter(|m| m.distance <= query.thresholds.review)
+        .map(|m| m.entry.id)
+        .take(HASH_CANDIDATES)
+        .collect();
+    let Checked { verified, replaced } = check_features(index, &analysis.features, analysis.working_size, &close)?;
     for m in &mut result.matches {
         if let Some(&(_, lost)) = replaced.iter().find(|(id, _)| *id == m.entry.id) {
             m.replaced = Some(lost);
@@ -333,7 +350,9 @@ struct Checked {
     replaced: Vec<(u64, f32)>,
 }
 
-fn check_features(index: &Index, query: &[Feature], working: (u32, u32)) -> Result<Checked, MatchError> {
+/// Verify the listing's features against the entries with the most descriptor votes
+/// and against `close`, the hash search's closest entries.
+fn check_features(index: &Index, query: &[Feature], working: (u32, u32), close: &[u64]) -> Result<Checked, MatchError> {
     let working_width = working.0;
     let params = VerifyParams::default();
     let mut checked = Checked::default();
@@ -350,14 +369,37 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32)) -> Resu
     }
     candidates.sort_unstable_by_key(|&(id, votes)| (std::cmp::Reverse(votes), id));
     candidates.truncate(CANDIDATE_POOL);
-    let ids: Vec<_> = candidates.iter().map(|c| c.0).collect();
+    let mut ids: Vec<_> = candidates.iter().map(|c| c.0).collect();
+    // Checked: the best-voted, then the close hash matches they leave out. The whole
+    // pool (and the close matches) is what distinct corners are counted against.
+    let mut check: Vec<u64> = ids.iter().copied().take(FEATURE_CANDIDATES).collect();
+    for &id in close {
+        if !check.contains(&id) {
+            check.push(id);
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
     let stored = index.features(&ids)?;
-    for &id in ids.iter().take(FEATURE_CANDIDATES) {
+    for &id in &check {
         let Some(candidate) = stored.get(&id) else { continue };
         let found = features::verify(query, candidate, &params)
             .map(|v| (v, false))
             .or_else(|| features::verify(&mirrored, candidate, &params).map(|v| (v, true)));
-        let Some((v, is_mirrored)) = found else { continue };
+        let Some((mut v, mut is_mirrored)) = found else { continue };
+        if !is_mirrored && same_frame(&v, working) && v.lost_share(candidate) > MAX_LOST_SHARE {
+            // A symmetric product fits both ways round on its symmetric corners, so a
+            // mirrored copy of it looks replaced, and another logo on it mirrored can
+            // look like a copy: when the mirrored fit is better and keeps the frame
+            // whole, the corners cannot tell which, and the hash distance decides.
+            if let Some(m) = features::verify(&mirrored, candidate, &params).filter(|m| m.inliers > v.inliers) {
+                if !same_frame(&m, working) || m.lost_share(candidate) <= MAX_LOST_SHARE {
+                    continue;
+                }
+                (v, is_mirrored) = (m, true);
+            }
+        }
         if same_frame(&v, working) {
             let lost = v.lost_share(candidate);
             if lost > MAX_LOST_SHARE {

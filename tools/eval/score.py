@@ -70,11 +70,18 @@ def score_distance(result: dict) -> tuple[float, str | None]:
     return float(best["distance"]), best.get("external_id")
 
 
+# Added to the distance of a match the local-feature check found to be another logo on
+# the stored layout (`replaced`): lookalike never flags such a match, only sends it to
+# review, so it ranks after every plain hash distance (at most 256 bits).
+REPLACED_PENALTY = 256.0
+
+
 def score_verified(result: dict) -> tuple[float, str | None]:
     """The full pipeline, as lookalike's verdict sees it: a match the local-feature check
     verified (lookalike flags it) ranks before every hash distance, by its distinct
-    matching corners (more is better, hence negated); otherwise the best match's PDQ
-    distance."""
+    matching corners (more is better, hence negated); a match it found replaced
+    (another logo on the stored layout: review, never flag) after every plain distance;
+    otherwise the best match's PDQ distance."""
     matches = result.get("matches") or []
     if "error" in result or not matches:
         return math.inf, None
@@ -82,6 +89,8 @@ def score_verified(result: dict) -> tuple[float, str | None]:
     v = best.get("verified")
     if v:
         return -float(v["distinct"]), best.get("external_id")
+    if best.get("replaced") is not None:
+        return REPLACED_PENALTY + float(best["distance"]), best.get("external_id")
     return float(best["distance"]), best.get("external_id")
 
 
@@ -393,8 +402,10 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
     out.append("")
     if ctx["lookalike_score"] == "verified":
         out.append("lookalike's score: a match its local-feature check verified (which it flags) counts as "
-                   "minus its distinct matching corners, below every distance; otherwise, as for every "
-                   "method, the best match's Hamming distance.")
+                   "minus its distinct matching corners, below every distance; one it found to be another "
+                   "logo on the stored layout (`replaced`: sent to review, never flagged) counts as its "
+                   "distance plus 256, above every distance; otherwise, as for every method, the best "
+                   "match's Hamming distance.")
         out.append("")
     out.append("Score = best match's Hamming distance (lower = closer). Thresholds are set on the negatives; "
                "TPR = share of positives at or under them. Top-1 = among positives matched at the 0.1% "
