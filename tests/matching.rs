@@ -366,3 +366,32 @@ fn a_mirrored_copy_of_a_product_shot_with_a_symmetric_band_is_flagged() {
     assert!(m.replaced.is_none(), "{m:?}");
     assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
 }
+
+#[test]
+fn a_crop_of_a_product_shot_is_found_though_another_catalog_shot_shows_the_same_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    add(&mut index, "rocket", &std::fs::read(common::fixture("rocket_exif6.jpg")).unwrap());
+    // Two catalog shots of one package, placed differently on the white field: every
+    // corner of one has an exact twin in the other, but not at the same place.
+    let logo = imageops::crop_imm(&fixture_image("astronaut.jpg"), 120, 20, 260, 260).to_image();
+    let shot = product_shot(&RgbImage::from_pixel(340, 500, Rgb([90, 60, 40])), &logo);
+    let package = imageops::crop_imm(&shot, 230, 180, 340, 500).to_image();
+    add(&mut index, "shot", &jpeg(&shot, 90));
+    for (name, x, y) in [("other", 440, 280), ("pair", 30, 150)] {
+        let mut other = RgbImage::from_pixel(800, 800, Rgb([255, 255, 255]));
+        imageops::overlay(&mut other, &package, x, y);
+        if name == "pair" {
+            imageops::overlay(&mut other, &package, x + 400, y);
+        }
+        add(&mut index, name, &jpeg(&other, 90));
+    }
+    // A crop of the first around its logo: no global hash finds it.
+    let listing = imageops::crop_imm(&shot, 250, 250, 330, 400).to_image();
+    let r = query(&index, &listing);
+    let m = r.matches.first().unwrap_or_else(|| panic!("no match: {r:?}"));
+    assert!(["shot", "other", "pair"].contains(&m.entry.external_id.as_str()), "{r:?}");
+    assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+    let v = m.verified.as_ref().unwrap_or_else(|| panic!("{m:?}"));
+    assert!(v.distinct >= lookalike::matcher::MIN_OWN_IN_PLACE_INTACT, "{v:?}");
+}
