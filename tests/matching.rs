@@ -261,6 +261,12 @@ fn a_price_sticker_on_a_copy_is_found_but_another_logo_on_its_layout_is_not() {
     let v = m.verified.as_ref().unwrap();
     assert!(v.stored_coverage > 0.8 && (v.scale - 1.0).abs() < 0.1, "the same frame: {v:?}");
 
+    // A price banner across the middle, over part of the logo: it hides corners where
+    // they crowd, as another logo would, but it spills over the plain field too.
+    let bannered = with_sticker(&with_sticker(&shot_a, 30, 30, 740, 130), 0, 430, 800, 130);
+    let m = verified_as(&query(&index, &bannered), "shot-a");
+    assert!(m.replaced.is_none(), "{m:?}");
+
     // Another logo in exactly the same layout: its frame lines up just as well, but the
     // part of the stored shot where its corners crowd (the logo) is gone.
     let sibling = product_shot(&body, &logo_b);

@@ -96,11 +96,53 @@ impl Verification {
         })
     }
 
-    fn lost_share_of(&self, candidate: &[Feature], keep: impl Fn(&Feature) -> bool) -> f32 {
-        let cell_of = |f: &Feature| {
+    /// What covers the candidate's corners that the query lost, when the query shows
+    /// the candidate's exact frame: (share of the query's features that appeared over
+    /// plain parts of the candidate, [`Self::lost_share`] without the lost cells next to
+    /// such a part).
+    ///
+    /// Cells as for [`Self::lost_share`], the query's features put in them through
+    /// `transform`; a plain part is a cell where the query has at least
+    /// [`LOST_CELL_MIN`] features, the candidate fewer, and none matched. A sticker or a
+    /// price banner over the logo spills onto the plain parts around it (the white
+    /// field, an unprinted package): the first share is large and the second small.
+    /// Another logo swapped in for the stored one lands where the stored logo was (the
+    /// first share small), and stickers elsewhere on it leave the second share large.
+    pub fn overlay_shares(&self, query: &[Feature], candidate: &[Feature]) -> (f32, f32) {
+        const N: usize = LOST_GRID * LOST_GRID;
+        if query.is_empty() || candidate.is_empty() {
+            return (0.0, 0.0);
+        }
+        let (mut stored, mut added, mut matched) = ([0u32; N], [0u32; N], [false; N]);
+        for f in candidate {
+            stored[cell_of(f.pos())] += 1;
+        }
+        for &(_, ci) in &self.pairs {
+            matched[cell_of(candidate[ci as usize].pos())] = true;
+        }
+        for f in query {
             let (x, y) = f.pos();
-            ((x / LOST_CELL) as usize).min(LOST_GRID - 1) + LOST_GRID * ((y / LOST_CELL) as usize).min(LOST_GRID - 1)
+            added[cell_of(self.map(x, y))] += 1;
+        }
+        let over_plain = |c: usize| added[c] >= LOST_CELL_MIN && stored[c] < LOST_CELL_MIN && !matched[c];
+        let beside_overlay = |c: usize| {
+            let (cx, cy) = ((c % LOST_GRID) as isize, (c / LOST_GRID) as isize);
+            (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (cx + dx, cy + dy))).any(|(x, y)| {
+                (0..LOST_GRID as isize).contains(&x)
+                    && (0..LOST_GRID as isize).contains(&y)
+                    && over_plain(x as usize + LOST_GRID * y as usize)
+            })
         };
+        let added_over_plain: u32 = (0..N).filter(|&c| over_plain(c)).map(|c| added[c]).sum();
+        let unexplained: u32 = (0..N)
+            .filter(|&c| stored[c] >= LOST_CELL_MIN && !matched[c] && !beside_overlay(c))
+            .map(|c| stored[c])
+            .sum();
+        (added_over_plain as f32 / query.len() as f32, unexplained as f32 / candidate.len() as f32)
+    }
+
+    fn lost_share_of(&self, candidate: &[Feature], keep: impl Fn(&Feature) -> bool) -> f32 {
+        let cell_of = |f: &Feature| cell_of(f.pos());
         let mut count = [0u32; LOST_GRID * LOST_GRID];
         let mut matched = [false; LOST_GRID * LOST_GRID];
         let mut total = 0u32;
@@ -117,6 +159,13 @@ impl Verification {
         let lost: u32 = count.iter().zip(&matched).filter(|&(&n, &m)| n >= LOST_CELL_MIN && !m).map(|(&n, _)| n).sum();
         lost as f32 / total as f32
     }
+}
+
+/// The [`LOST_CELL`] cell holding working-pixel position (`x`, `y`) (positions
+/// outside the image go to the nearest cell).
+fn cell_of((x, y): (f32, f32)) -> usize {
+    let at = |v: f32| ((v / LOST_CELL).max(0.0) as usize).min(LOST_GRID - 1);
+    at(x) + LOST_GRID * at(y)
 }
 
 /// How far inside the query's frame a candidate feature must land to count as in view
