@@ -401,3 +401,24 @@ fn a_crop_of_a_product_shot_is_found_though_another_catalog_shot_shows_the_same_
     let v = m.verified.as_ref().unwrap_or_else(|| panic!("{m:?}"));
     assert!(v.distinct >= lookalike::matcher::MIN_OWN_IN_PLACE_INTACT, "{v:?}");
 }
+
+#[test]
+fn a_collage_with_gutters_is_matched_tile_by_tile() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = fixture_index(dir.path());
+    // A 2×2 grid on white with 8-px gutters: the brand's photo in one cell, three
+    // photos that are not in the index in the others.
+    let cell = |img: &RgbImage| imageops::resize(img, 396, 396, imageops::FilterType::Triangle);
+    let mut collage = RgbImage::from_pixel(800, 800, Rgb([255, 255, 255]));
+    imageops::overlay(&mut collage, &cell(&photo(41, 400, 400)), 0, 0);
+    imageops::overlay(&mut collage, &cell(&photo(42, 400, 400)), 404, 0);
+    imageops::overlay(&mut collage, &cell(&fixture_image("astronaut.jpg")), 0, 404);
+    imageops::overlay(&mut collage, &cell(&photo(43, 400, 400)), 404, 404);
+    let r = query(&index, &collage);
+    let m = best(&r, "astronaut.jpg").unwrap_or_else(|| panic!("{r:?}"));
+    // The hash of its tile finds it (the whole collage's hash is nowhere near).
+    assert_eq!(m.query_view, lookalike::matcher::TILE_VIEW, "{m:?}");
+    assert!(m.distance <= Thresholds::DEFAULT_REVIEW, "{m:?}");
+    assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+    assert!(m.describe().contains("collage"), "{}", m.describe());
+}

@@ -55,6 +55,10 @@ pub struct ImageHashes {
     /// The image with its uniform borders trimmed (letterboxing, padding, the plain
     /// field around a product), when that removes a worthwhile share of it.
     pub trimmed: Option<Trimmed>,
+    /// PDQ of each tile when the image is a collage (split by uniform gutters through
+    /// its middle; see [`trim::collage_tiles`]): computed for queries only, empty
+    /// otherwise.
+    pub tiles: Vec<PdqHashes>,
 }
 
 /// PDQ of an image's content inside its uniform borders.
@@ -114,8 +118,46 @@ pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageErr
     let params = crate::features::ExtractParams::query();
     let features = crate::features::extract_decoded(&decoded, &params);
     let working_size = crate::features::working_size(decoded.plane_width, decoded.plane_height, &params);
-    Ok(Analysis { hashes: hash_decoded(&mut decoded), features, working_size })
+    let tiles = collage_tiles(&decoded);
+    let mut hashes = hash_decoded(&mut decoded);
+    hashes.tiles = tiles;
+    Ok(Analysis { hashes, features, working_size })
 }
+
+/// PDQ of each tile of a collage ([`trim::collage_tiles`]) and of its content inside
+/// its own uniform borders, those with detail enough to hash ([`MIN_TILE_QUALITY`]).
+/// Empty unless two tiles or more have such detail: a product shot whose plain field
+/// reaches the middle on one side splits into the product and nothing.
+fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
+    let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
+    let mut scratch = pdq::PdqScratch::default();
+    let mut hashes = Vec::new();
+    let mut detailed = 0;
+    for tile in trim::collage_tiles(&decoded.luma, w, h) {
+        if tile.width < w / 5 || tile.height < h / 5 {
+            continue;
+        }
+        let mut plane = trim::crop(&decoded.luma, w, tile);
+        let content = trim::content_rect(&plane, tile.width, tile.height)
+            .map(|c| (c, trim::crop(&plane, tile.width, c)))
+            .map(|(c, mut inner)| pdq::hash_luma(&mut inner, c.width, c.height, &mut scratch));
+        let whole = pdq::hash_luma(&mut plane, tile.width, tile.height, &mut scratch);
+        if whole.quality < MIN_TILE_QUALITY {
+            continue;
+        }
+        detailed += 1;
+        hashes.push(whole);
+        hashes.extend(content.filter(|c| c.quality >= MIN_TILE_QUALITY));
+    }
+    if detailed < 2 {
+        hashes.clear();
+    }
+    hashes
+}
+
+/// Least PDQ quality of a collage tile worth matching (PDQ's own advice: below 50 a
+/// hash is unreliable; a blank tile scores near 0).
+const MIN_TILE_QUALITY: u8 = 50;
 
 /// Compute all hashes of an already decoded image (its luma plane is used as scratch).
 pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
@@ -136,5 +178,13 @@ pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
         pdq::hash_64x64(&filtered)
     };
     let phash = phash::phash_64(&filtered);
-    ImageHashes { pdq, phash, width: decoded.width, height: decoded.height, format: decoded.format, trimmed }
+    ImageHashes {
+        pdq,
+        phash,
+        width: decoded.width,
+        height: decoded.height,
+        format: decoded.format,
+        trimmed,
+        tiles: Vec::new(),
+    }
 }

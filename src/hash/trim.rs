@@ -73,6 +73,76 @@ pub fn crop(luma: &[f32], width: usize, rect: Rect) -> Vec<f32> {
     out
 }
 
+/// The tiles of a collage: the rectangles a `width × height` luma plane splits into
+/// along a uniform gutter (a column crossing its whole height, a row crossing its whole
+/// width, or both) in its middle half. Empty when there is no such gutter.
+///
+/// Sellers paste a brand's photo into a grid with their own; each tile alone is a
+/// picture a global hash can match, the grid as a whole is not. A line counts as a
+/// gutter when [`MIN_BACKGROUND_SHARE`] of it is within [`TOLERANCE`] of its typical
+/// level (the median of 15 samples along it); the image splits in the middle of the
+/// run of gutter lines nearest its middle.
+pub fn collage_tiles(luma: &[f32], width: usize, height: usize) -> Vec<Rect> {
+    if width < 32 || height < 32 {
+        return Vec::new();
+    }
+    let px = |x: usize, y: usize| luma[y * width + x];
+    // Against the median of 15 samples of the line, stopping as soon as too many
+    // pixels differ: most lines of a photo fail within a few dozen pixels.
+    let uniform = |n: usize, line: &dyn Fn(usize) -> f32| {
+        let mut samples: [f32; 15] = std::array::from_fn(|i| line((2 * i + 1) * n / 30));
+        samples.sort_unstable_by(f32::total_cmp);
+        let reference = samples[7];
+        let allowed = ((1.0 - MIN_BACKGROUND_SHARE) * n as f32) as usize;
+        let mut off = 0;
+        (0..n).all(|i| {
+            off += usize::from((line(i) - reference).abs() > TOLERANCE);
+            off <= allowed
+        })
+    };
+    let columns = gutter(width, |x| uniform(height, &|y| px(x, y)));
+    let rows = gutter(height, |y| uniform(width, &|x| px(x, y)));
+    // Split in the middle of the gutter: where tiles have plain fields of their own,
+    // the run spans those too, and each tile keeps its share.
+    let spans = |split: Option<(usize, usize)>, len: usize| match split {
+        Some((start, end)) => vec![(0, (start + end) / 2), ((start + end) / 2, len)],
+        None => vec![(0, len)],
+    };
+    if columns.is_none() && rows.is_none() {
+        return Vec::new();
+    }
+    let mut tiles = Vec::new();
+    for &(y0, y1) in &spans(rows, height) {
+        for &(x0, x1) in &spans(columns, width) {
+            tiles.push(Rect { x: x0, y: y0, width: x1 - x0, height: y1 - y0 });
+        }
+    }
+    tiles
+}
+
+/// The run `[start, end)` of gutter lines (by `is_gutter`) nearest the middle of
+/// `len` lines, among those inside its middle half.
+fn gutter(len: usize, is_gutter: impl Fn(usize) -> bool) -> Option<(usize, usize)> {
+    let (lo, hi) = (len / 4, len - len / 4);
+    let mut best: Option<(usize, usize)> = None;
+    let mut i = lo;
+    while i < hi {
+        if !is_gutter(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < len && is_gutter(i) {
+            i += 1;
+        }
+        let (mid, centre) = ((start + i) as f64 / 2.0, len as f64 / 2.0);
+        if best.is_none_or(|(s, e)| (mid - centre).abs() < ((s + e) as f64 / 2.0 - centre).abs()) {
+            best = Some((start, i));
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +185,47 @@ mod tests {
         assert_eq!(content_rect(&vec![255.0; 100 * 100], 100, 100), None);
         let speck = Rect { x: 48, y: 48, width: 4, height: 4 };
         assert_eq!(content_rect(&plane(100, 100, speck, 255.0), 100, 100), None);
+    }
+
+    #[test]
+    fn a_grid_with_gutters_splits_into_its_tiles() {
+        let (w, h) = (300, 200);
+        let mut p = vec![255.0; w * h];
+        let cells = [(0, 0, 147, 97), (153, 0, 147, 97), (0, 103, 147, 97), (153, 103, 147, 97)];
+        for (i, &(x0, y0, cw, ch)) in cells.iter().enumerate() {
+            for y in y0..y0 + ch {
+                for x in x0..x0 + cw {
+                    p[y * w + x] = ((x * (7 + i) + y * 13) % 200) as f32;
+                }
+            }
+        }
+        let tiles = collage_tiles(&p, w, h);
+        assert_eq!(
+            tiles,
+            vec![
+                Rect { x: 0, y: 0, width: 150, height: 100 },
+                Rect { x: 150, y: 0, width: 150, height: 100 },
+                Rect { x: 0, y: 100, width: 150, height: 100 },
+                Rect { x: 150, y: 100, width: 150, height: 100 },
+            ]
+        );
+        // One gutter only: two tiles.
+        let full = Rect { x: 0, y: 0, width: 300, height: 200 };
+        let mut halves = plane(w, h, full, 0.0);
+        for y in 0..h {
+            for x in 148..152 {
+                halves[y * w + x] = 255.0;
+            }
+        }
+        assert_eq!(collage_tiles(&halves, w, h).len(), 2);
+    }
+
+    #[test]
+    fn a_picture_without_gutters_has_no_tiles() {
+        let full = Rect { x: 0, y: 0, width: 300, height: 200 };
+        assert!(collage_tiles(&plane(300, 200, full, 0.0), 300, 200).is_empty());
+        // A product in the middle of a white field: no line through the middle is plain.
+        let product = Rect { x: 60, y: 20, width: 180, height: 160 };
+        assert!(collage_tiles(&plane(300, 200, product, 255.0), 300, 200).is_empty());
     }
 }

@@ -203,6 +203,9 @@ impl Match {
                 lost * 100.0
             );
         }
+        if self.query_view == TILE_VIEW {
+            return format!("{turned}, as one tile of the listing (a collage)");
+        }
         match (self.query_view, self.view) {
             (0, 0) => turned.to_string(),
             (1, 0) => format!("{turned}, once the listing's plain borders are trimmed"),
@@ -606,6 +609,7 @@ pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Resul
     let rescore = Rescore::of(hashes);
     let mut codes = hashes.pdq.dihedral.to_vec();
     codes.extend(trimmed.iter().flat_map(|t| t.pdq.dihedral));
+    codes.extend(hashes.tiles.iter().flat_map(|t| t.dihedral));
     let quality = hashes.views().iter().map(|v| v.quality).max().unwrap_or(0);
     match_queries(index, hashes.pdq.hash(), quality, Some(hashes.phash), &codes, Some(&rescore), query)
 }
@@ -614,11 +618,21 @@ pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Resul
 struct Rescore {
     whole: [Hash256; 8],
     content: Option<[Hash256; 8]>,
+    /// A collage's tiles (query view [`TILE_VIEW`]).
+    tiles: Vec<[Hash256; 8]>,
 }
+
+/// The query view number of a collage's tiles (0: the whole listing, 1: its content
+/// inside uniform borders).
+pub const TILE_VIEW: u8 = 2;
 
 impl Rescore {
     fn of(hashes: &ImageHashes) -> Rescore {
-        Rescore { whole: hashes.pdq.dihedral, content: hashes.trimmed.as_ref().map(|t| t.pdq.dihedral) }
+        Rescore {
+            whole: hashes.pdq.dihedral,
+            content: hashes.trimmed.as_ref().map(|t| t.pdq.dihedral),
+            tiles: hashes.tiles.iter().map(|t| t.dihedral).collect(),
+        }
     }
 
     /// Best (distance, orientation, stored view, query view) over the allowed pairs.
@@ -632,6 +646,12 @@ impl Rescore {
             pairs.push((c, 1, &entry.pdq, 0));
             if let Some(v) = stored_content {
                 pairs.push((c, 1, v, 1));
+            }
+        }
+        for tile in &self.tiles {
+            pairs.push((tile, TILE_VIEW, &entry.pdq, 0));
+            if let Some(v) = stored_content {
+                pairs.push((tile, TILE_VIEW, v, 1));
             }
         }
         pairs
