@@ -17,7 +17,9 @@ duplicates) this
 4. runs FAISS (`IndexBinaryFlat`, `IndexBinaryMultiHash` 16 tables × 16 bits with nflip=1,
    exact to radius 31, and `IndexBinaryHNSW`) on the same codes and queries in separate
    processes, one thread for queries, answering the single orientation that was planted;
-5. optionally builds lookalike's HNSW graph (slow: off unless --our-hnsw-max-n allows it).
+5. optionally builds lookalike's HNSW graph (slow: off unless --our-hnsw-max-n allows it)
+   with the same M and efConstruction as FAISS's (--hnsw-m, --hnsw-efc), and compares the
+   two HNSW engines over one ef grid (--hnsw-ef) at equal recall (--recall-targets).
 
 Then it prints the ratios (ours vs each peer), the absolute figures, and writes Markdown.
 The machine may be shared and noisy: every figure is a median over repetitions, and the
@@ -272,6 +274,32 @@ def peer_main(a):
         "rss_index": after[0] - base[0],
         "rss_total": after[0],
     }
+    if a.which == "hnsw":
+        # Bytes on disk and load time of the serialized index (cold: pages evicted; then
+        # warm), and the resident memory of the loaded copy, which answers the queries.
+        path = os.path.join(a.data, "faiss-hnsw.index")
+        t = time.perf_counter()
+        faiss.write_index_binary(index, path)
+        result["write_s"] = time.perf_counter() - t
+        result["file_bytes"] = os.path.getsize(path)
+        del index
+        gc.collect()
+        loads = {}
+        for how in ("cold", "warm"):
+            if how == "cold":
+                evict(path)
+            before = rss()
+            t = time.perf_counter()
+            index = faiss.read_index_binary(path)
+            loads[how] = time.perf_counter() - t
+            result[f"rss_loaded_{how}"] = rss()[0] - before[0]
+            if how == "cold":
+                del index
+                gc.collect()
+        result["load_cold_s"], result["load_warm_s"] = loads["cold"], loads["warm"]
+        # The second load reuses the pages the first copy freed: only the first adds memory.
+        result["rss_loaded"] = result["rss_loaded_cold"]
+        os.remove(path)
 
     def timed(fn, qis, rounds):
         fn(qis[0])
@@ -312,18 +340,21 @@ def peer_main(a):
         result["rows"] = rows
     else:
         rows = []
-        pq = [qi for qi in all_q if planted[qi]]
         for ef in a.ef:
             index.hnsw.efSearch = ef
             want = got = 0
-            for qi in pq:
+            # An untimed pass over every query (the warm-up) measures recall on the planted ones.
+            for qi in all_q:
                 D, I = index.search(q1[qi : qi + 1], a.k)
-                s = set(I[0].tolist())
-                want += len(truth[qi])
-                got += len(s & set(truth[qi]))
-            one = timed(lambda qi: index.search(q1[qi : qi + 1], a.k), all_q, 1)
+                if planted[qi]:
+                    s = set(I[0].tolist())
+                    want += len(truth[qi])
+                    got += len(s & set(truth[qi]))
+            one = timed(lambda qi: index.search(q1[qi : qi + 1], a.k), all_q, a.rounds)
+            log(f"  FAISS HNSW ef {ef}: recall {got / want if want else 1.0:.3f}, median {one['median_ns'] / 1e6:.3f} ms")
             rows.append({"ef": ef, "k": a.k, "recall": got / want if want else 1.0, "one_orientation": one})
         result["rows"] = rows
+        result["params"] = {"m": a.hnsw_m, "ef_construction": a.hnsw_efc}
     print(json.dumps(result))
 
 
@@ -397,13 +428,22 @@ def one_case(a, bench, cscan, n, kind):
     case["c"] = json.loads(p.stdout)
     peers = ["flat", "mih"] + (["hnsw"] if n <= a.faiss_hnsw_max_n else [])
     case["faiss"] = {}
+    ef = ",".join(str(e) for e in a.hnsw_ef)
     for which in peers:
         cmd = [sys.executable, os.path.abspath(__file__), "_peer", "--which", which, "--data", data]
-        cmd += ["--rounds", a.rounds, "--scan-queries", a.scan_queries, "--build-threads", a.build_threads]
+        cmd += ["--scan-queries", a.scan_queries, "--build-threads", a.build_threads]
+        if which == "hnsw":
+            cmd += ["--rounds", a.hnsw_rounds, "--hnsw-m", a.hnsw_m, "--hnsw-efc", a.hnsw_efc, "--ef", ef, "--k", a.hnsw_k]
+        else:
+            cmd += ["--rounds", a.rounds]
         case["faiss"][which] = run_json(cmd)
     if n <= a.our_hnsw_max_n:
-        h = run_json([bench, "hnsw-build", "--dir", index_dir])
-        h.update(run_json([bench, "hnsw-query", "--dir", index_dir, "--data", data]))
+        log(f"  lookalike HNSW build (M={a.hnsw_m}, ef_construction={a.hnsw_efc}), started {time.strftime('%H:%M:%S')}")
+        h = run_json([bench, "hnsw-build", "--dir", index_dir, "--max-connections", a.hnsw_m, "--ef-construction", a.hnsw_efc])
+        log(f"  built in {h['build_s']:.0f} s")
+        h.update(
+            run_json([bench, "hnsw-query", "--dir", index_dir, "--data", data, "--ef", ef, "--k", a.hnsw_k, "--rounds", a.hnsw_rounds])
+        )
         case["our_hnsw"] = h
     if not a.keep:
         shutil.rmtree(data)
@@ -597,7 +637,91 @@ def report(cases, a):
                         f"| {wc(r['one_orientation'])} | {wc(r['one_orientation'], 'p99')} | {r['recall']:.3f} | {h['build_s']:.0f} s | +{mb(mem)} RSS after reopen |"
                     )
             out(pre + f"| lookalike exact, 8 orientations (for scale) | | {wc(c['ours']['mih8'])} | {wc(c['ours']['mih8'], 'p99')} | 1.000 | | |")
+    both = [c for c in hn if "hnsw" in c["faiss"] and "our_hnsw" in c]
+    if both:
+        out("")
+        out(equal_recall(both, a))
     return "\n".join(lines) + "\n"
+
+
+def at_recall(rows, target):
+    """The row of the smallest ef whose recall reaches target, or None."""
+    ok = [r for r in rows if r["recall"] >= target]
+    return min(ok, key=lambda r: r["ef"]) if ok else None
+
+
+def equal_recall(cases, a):
+    """Both HNSW engines at the smallest ef of the grid that reaches each recall target
+    (no interpolation), with the exact engine for scale; then build, size, load, memory."""
+    lines = []
+    out = lines.append
+    out("## HNSW at equal recall, one orientation, one thread")
+    out("")
+    out(
+        f"Recall = share of the planted queries' radius-31 neighbours (of the planted orientation) among the k returned. "
+        f"ef grid: {', '.join(str(e) for e in a.hnsw_ef)}; each engine at the smallest ef of the grid that reaches the "
+        f"target (no interpolation). Latency over all queries (planted and random) × {a.hnsw_rounds} rounds after a "
+        "warm-up pass: wall clock (thread CPU time). Ratio = our latency ÷ FAISS's (> 1: ours slower), wall / CPU. "
+        f"k = {a.hnsw_k}; both engines search with ef = k when ef < k, so the first ef is the cheapest either can run."
+    )
+    out("")
+    out("| N | data | recall ≥ | FAISS ef | FAISS recall | FAISS median | FAISS p99 | ours ef | our recall | our median | our p99 | ours ÷ FAISS, median | same, p99 |")
+    out("|---|---|---|---:|---:|---|---|---:|---:|---|---|---|---|")
+    for c in cases:
+        f, h = c["faiss"]["hnsw"], c["our_hnsw"]
+        for target in a.recall_targets:
+            fr, orr = at_recall(f["rows"], target), at_recall(h["rows"], target)
+
+            def cells(r, rows):
+                if r is None:
+                    best = max(rows, key=lambda x: x["recall"])
+                    return [f"not reached (best {best['recall']:.3f} at ef {best['ef']})", "", "–", "–"]
+                o = r["one_orientation"]
+                return [str(r["ef"]), f"{r['recall']:.3f}", wc(o), wc(o, "p99")]
+
+            ratio = ratio99 = "–"
+            if fr and orr:
+                fo, oo = fr["one_orientation"], orr["one_orientation"]
+                ratio = ratio_cell((oo["median_ns"], oo["cpu_median_ns"]), (fo["median_ns"], fo["cpu_median_ns"]))
+                ratio99 = ratio_cell((oo["p99_ns"], oo["cpu_p99_ns"]), (fo["p99_ns"], fo["cpu_p99_ns"]))
+            out(
+                f"| {c['n']:,} | {c['kind']} | {target:.2f} | "
+                + " | ".join(cells(fr, f["rows"]) + cells(orr, h["rows"]))
+                + f" | {ratio} | {ratio99} |"
+            )
+    out("")
+    out("Exact engine, same run (radius 31, every neighbour): one orientation (the HNSW engines' query) and all 8.")
+    out("")
+    out("| N | data | lookalike exact, 1 orientation, median | p99 | lookalike exact, 8 orientations, median | p99 |")
+    out("|---|---|---|---|---|---|")
+    for c in cases:
+        e1, e8 = c["our_hnsw"].get("exact_one_orientation"), c["ours"]["mih8"]
+        out(f"| {c['n']:,} | {c['kind']} | {wc(e1)} | {wc(e1, 'p99')} | {wc(e8)} | {wc(e8, 'p99')} |")
+    out("")
+    out(
+        "| N | data | engine | build | build rate | bytes on disk (per entry) | load (page cache warm) | resident memory |"
+    )
+    out("|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        f, h, n = c["faiss"]["hnsw"], c["our_hnsw"], c["n"]
+        pre = f"| {n:,} | {c['kind']} "
+        out(
+            pre + f"| FAISS IndexBinaryHNSW M={f['params']['m']}, efConstruction={f['params']['ef_construction']} "
+            f"| {f['build_s']:.1f} s ({f['build_threads']} threads) | {n / f['build_s']:,.0f}/s "
+            f"| {mb(f['file_bytes'])} ({f['file_bytes'] / n:.0f}) | {f['load_warm_s']:.3f} s (cold {f['load_cold_s']:.3f} s) "
+            f"| {mb(f['rss_loaded_cold'])} loaded index |"
+        )
+        ra, rb, rq = h["rss_before_open"], h["rss_after_open"], h.get("rss_after_queries")
+        mem = f"+{mb(rb['vm_rss'] - ra['vm_rss'])} after open"
+        if rq:
+            mem += f", +{mb(rq['vm_rss'] - ra['vm_rss'])} after the queries (private +{mb(rq['rss_anon'] - ra['rss_anon'])})"
+        out(
+            pre + f"| lookalike HNSW (hnsw_rs) M={h['params']['max_connections']}, ef_construction={h['params']['ef_construction']} "
+            f"| {h['build_s']:.1f} s (2 threads) | {n / h['build_s']:,.0f}/s "
+            f"| {mb(h['graph_file_bytes'])} ({h['graph_file_bytes'] / n:.0f}) graph + data files | {h['open_s']:.3f} s (index open with the graph) "
+            f"| {mem} |"
+        )
+    return "\n".join(lines)
 
 
 def main():
@@ -624,9 +748,23 @@ def main():
     p.add_argument("--open-reps", type=int, default=3)
     p.add_argument("--build-threads", type=int, default=2, help="FAISS threads while building (queries use 1)")
     p.add_argument("--faiss-hnsw-max-n", type=int, default=1_000_000)
-    p.add_argument("--our-hnsw-max-n", type=int, default=0, help="lookalike's HNSW build is slow (~1 ms/insert)")
-    p.add_argument("--hnsw-m", type=int, default=32)
-    p.add_argument("--hnsw-efc", type=int, default=40)
+    p.add_argument("--our-hnsw-max-n", type=int, default=0, help="lookalike's HNSW build is slow (2.8-3.8 ms/insert at 100k, efConstruction 200, 2 busy cores)")
+    p.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node (M; both engines)")
+    p.add_argument("--hnsw-efc", type=int, default=40, help="HNSW efConstruction (both engines)")
+    p.add_argument(
+        "--hnsw-ef",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024],
+        help="HNSW efSearch grid (both engines; below k both search with ef = k)",
+    )
+    p.add_argument("--hnsw-k", type=int, default=32, help="HNSW neighbours asked for")
+    p.add_argument("--hnsw-rounds", type=int, default=3, help="timed passes over all queries per ef (HNSW)")
+    p.add_argument(
+        "--recall-targets",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.9, 0.95, 0.99, 1.0],
+        help="recalls at which the HNSW engines are compared (smallest ef of the grid reaching each)",
+    )
     p.add_argument("--work", default="/tmp/lookalike-searchbench")
     p.add_argument("--md", default=None, help="Markdown output (default WORK/results.md)")
     p.add_argument("--keep", action="store_true", help="keep generated data and indexes")

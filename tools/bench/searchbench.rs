@@ -147,6 +147,9 @@ enum Cmd {
         /// Neighbours asked for.
         #[arg(long, default_value_t = 32)]
         k: usize,
+        /// Timed passes over all queries per `ef` (after one warm-up pass).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -170,7 +173,7 @@ fn main() -> Result<()> {
         Cmd::HnswBuild { dir, max_connections, ef_construction } => {
             hnsw_build(&dir, HnswParams { max_connections, ef_construction })?
         }
-        Cmd::HnswQuery { dir, data, ef, k } => hnsw_query(&dir, &data, &ef, k)?,
+        Cmd::HnswQuery { dir, data, ef, k, rounds } => hnsw_query(&dir, &data, &ef, k, rounds)?,
     };
     println!("{out}");
     Ok(())
@@ -728,7 +731,10 @@ fn hnsw_build(dir: &Path, params: HnswParams) -> Result<Value> {
     }))
 }
 
-fn hnsw_query(dir: &Path, data_dir: &Path, efs: &[usize], k: usize) -> Result<Value> {
+/// Recall and latency of the HNSW graph at each `ef`, one orientation per query (the
+/// planted one; orientation 0 of the random queries), after one untimed warm-up pass;
+/// then the exact radius-31 query of the same single code, for scale.
+fn hnsw_query(dir: &Path, data_dir: &Path, efs: &[usize], k: usize, rounds: usize) -> Result<Value> {
     let data = load_data(data_dir)?;
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(data_dir.join("truth.json"))?)?;
     let truth1: Vec<Vec<u32>> = serde_json::from_value(truth["single"].clone())?;
@@ -742,19 +748,42 @@ fn hnsw_query(dir: &Path, data_dir: &Path, efs: &[usize], k: usize) -> Result<Va
     let filter = Filter::default();
     let mut rows = Vec::new();
     for &ef in efs {
-        let (mut lat, mut want, mut got) = (Lat::default(), 0usize, 0usize);
+        let engine = NearestEngine::Hnsw { ef };
+        let (mut want, mut got) = (0usize, 0usize);
+        // The warm-up pass also measures recall.
         for (qi, q) in data.queries.iter().enumerate() {
             let o = data.orient[qi];
-            let hits = lat.time(|| index.search_nearest(&q[o..=o], k, &filter, NearestEngine::Hnsw { ef }))?;
+            let hits = index.search_nearest(&q[o..=o], k, &filter, engine)?;
             if data.planted[qi] {
                 let returned: HashSet<u32> = hits.iter().map(|h| (h.entry - first_id) as u32).collect();
                 want += truth1[qi].len();
                 got += truth1[qi].iter().filter(|r| returned.contains(r)).count();
             }
         }
+        let mut lat = Lat::default();
+        for _ in 0..rounds {
+            for (qi, q) in data.queries.iter().enumerate() {
+                let o = data.orient[qi];
+                lat.time(|| index.search_nearest(&q[o..=o], k, &filter, engine))?;
+            }
+        }
+        eprintln!("  ef {ef}: recall {:.3}, median {:.3} ms", got as f64 / want.max(1) as f64, lat.median_wall() / 1e6);
         rows.push(
             json!({"ef": ef, "k": k, "one_orientation": lat.summary(), "recall": got as f64 / want.max(1) as f64}),
         );
+    }
+    let rss_queries = rss_json();
+    // The exact engine on the same single code (radius 31), same rounds.
+    for (qi, q) in data.queries.iter().enumerate() {
+        let o = data.orient[qi];
+        black_box(index.search_radius(&q[o..=o], RADIUS, &filter));
+    }
+    let mut exact1 = Lat::default();
+    for _ in 0..rounds {
+        for (qi, q) in data.queries.iter().enumerate() {
+            let o = data.orient[qi];
+            exact1.time(|| index.search_radius(&q[o..=o], RADIUS, &filter));
+        }
     }
     let stats = index.stats()?;
     let graph_bytes: u64 = stats.files.iter().filter(|(name, _)| name.starts_with("hnsw-")).map(|(_, b)| b).sum();
@@ -763,7 +792,10 @@ fn hnsw_query(dir: &Path, data_dir: &Path, efs: &[usize], k: usize) -> Result<Va
         "open_s": open_s,
         "rss_before_open": before,
         "rss_after_open": after,
+        "rss_after_queries": rss_queries,
         "graph_file_bytes": graph_bytes,
+        "rounds": rounds,
         "rows": rows,
+        "exact_one_orientation": exact1.summary(),
     }))
 }
