@@ -145,6 +145,22 @@ fn hnsw_recall_against_the_exact_engine() {
     eprintln!("hnsw recall of the radius-31 neighbours: {recall:.3} ({found}/{total})");
     // The README states the measured figure; this guards against regressions.
     assert!(recall >= 0.95, "HNSW recall {recall:.3} below the stated 0.95");
+
+    // With an entry deleted the graph searches filtered (above, with nothing deleted
+    // and no filter, it searched unfiltered): the deleted entry is never returned, its
+    // neighbours still are.
+    drop(index);
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    let q = centres[0];
+    let before = index.search_nearest(&[q], 10, &Filter::default(), NearestEngine::Hnsw { ef: 256 }).unwrap();
+    let gone = before[0].entry;
+    index.delete(&Selector::Id(gone)).unwrap();
+    let after = index.search_nearest(&[q], 10, &Filter::default(), NearestEngine::Hnsw { ef: 256 }).unwrap();
+    assert!(after.iter().all(|h| h.entry != gone), "{after:?}");
+    assert!(
+        before[1..].iter().filter(|h| after.iter().any(|a| a.entry == h.entry)).count() >= 8,
+        "{before:?} {after:?}"
+    );
 }
 
 #[test]

@@ -102,18 +102,29 @@ impl HnswGraph {
         self.points
     }
 
-    /// Approximate `k` nearest records to `query` among those `keep` accepts.
-    pub fn search(&self, query: &[u8; 32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(u32, u32)> {
+    /// Approximate `k` nearest records to `query` among those `keep` accepts (all of
+    /// them when `keep` is `None`).
+    ///
+    /// Without a filter the search is at least 2.3× faster at equal recall: hnsw_rs
+    /// 0.3.5 never stops a filtered search early (measured at 1M codes,
+    /// `tools/bench/hnsw-results.md`).
+    pub fn search(
+        &self,
+        query: &[u8; 32],
+        k: usize,
+        ef: usize,
+        keep: Option<&dyn Fn(usize) -> bool>,
+    ) -> Vec<(u32, u32)> {
         struct Keep<'a>(&'a dyn Fn(usize) -> bool);
         impl FilterT for Keep<'_> {
             fn hnsw_filter(&self, id: &usize) -> bool {
                 (self.0)(*id)
             }
         }
-        self.hnsw
-            .search_filter(query, k, ef.max(k), Some(&Keep(keep)))
-            .into_iter()
-            .map(|n| (n.d_id as u32, n.distance as u32))
-            .collect()
+        let found = match keep {
+            Some(keep) => self.hnsw.search_filter(query, k, ef.max(k), Some(&Keep(keep))),
+            None => self.hnsw.search(query, k, ef.max(k)),
+        };
+        found.into_iter().map(|n| (n.d_id as u32, n.distance as u32)).collect()
     }
 }

@@ -677,8 +677,14 @@ impl Index {
                     IndexError::InvalidArgument("this index has no HNSW graph: build it with `lookalike hnsw`".into())
                 })?;
                 let covered = graph.points();
+                // Every record is acceptable when nothing is deleted and no brand or
+                // label is asked for: the graph then searches unfiltered (`merge` keeps
+                // checking).
+                let all = self.deleted.0.is_empty() && filter.brand_no.is_none() && filter.label.is_none();
+                let keep_record = |r: usize| keep(r as u32);
+                let graph_keep: Option<&dyn Fn(usize) -> bool> = if all { None } else { Some(&keep_record) };
                 for (qi, q) in queries.iter().enumerate() {
-                    for (record, d) in graph.search(&q.to_le_bytes(), k, ef, &|r| keep(r as u32)) {
+                    for (record, d) in graph.search(&q.to_le_bytes(), k, ef, graph_keep) {
                         heap.push(ScanHit { distance: d, record, query: qi as u8 });
                         if heap.len() > k {
                             heap.pop();
