@@ -109,16 +109,12 @@ impl Verification {
     /// Another logo swapped in for the stored one lands where the stored logo was (the
     /// first share small), and stickers elsewhere on it leave the second share large.
     pub fn overlay_shares(&self, query: &[Feature], candidate: &[Feature]) -> (f32, f32) {
-        const N: usize = LOST_GRID * LOST_GRID;
         if query.is_empty() || candidate.is_empty() {
             return (0.0, 0.0);
         }
-        let (mut stored, mut added, mut matched) = ([0u32; N], [0u32; N], [false; N]);
+        let (mut stored, mut added, matched) = ([0u32; CELLS], [0u32; CELLS], self.matched_cells(candidate));
         for f in candidate {
             stored[cell_of(f.pos())] += 1;
-        }
-        for &(_, ci) in &self.pairs {
-            matched[cell_of(candidate[ci as usize].pos())] = true;
         }
         for f in query {
             let (x, y) = f.pos();
@@ -133,29 +129,34 @@ impl Verification {
                     && over_plain(x as usize + LOST_GRID * y as usize)
             })
         };
-        let added_over_plain: u32 = (0..N).filter(|&c| over_plain(c)).map(|c| added[c]).sum();
-        let unexplained: u32 = (0..N)
+        let added_over_plain: u32 = (0..CELLS).filter(|&c| over_plain(c)).map(|c| added[c]).sum();
+        let unexplained: u32 = (0..CELLS)
             .filter(|&c| stored[c] >= LOST_CELL_MIN && !matched[c] && !beside_overlay(c))
             .map(|c| stored[c])
             .sum();
         (added_over_plain as f32 / query.len() as f32, unexplained as f32 / candidate.len() as f32)
     }
 
+    /// The cells (see [`cell_of`]) where some inlier of the candidate lies.
+    fn matched_cells(&self, candidate: &[Feature]) -> [bool; CELLS] {
+        let mut matched = [false; CELLS];
+        for &(_, ci) in &self.pairs {
+            matched[cell_of(candidate[ci as usize].pos())] = true;
+        }
+        matched
+    }
+
     fn lost_share_of(&self, candidate: &[Feature], keep: impl Fn(&Feature) -> bool) -> f32 {
-        let cell_of = |f: &Feature| cell_of(f.pos());
-        let mut count = [0u32; LOST_GRID * LOST_GRID];
-        let mut matched = [false; LOST_GRID * LOST_GRID];
+        let mut count = [0u32; CELLS];
         let mut total = 0u32;
         for f in candidate.iter().filter(|f| keep(f)) {
-            count[cell_of(f)] += 1;
+            count[cell_of(f.pos())] += 1;
             total += 1;
         }
         if total == 0 {
             return 0.0;
         }
-        for &(_, ci) in &self.pairs {
-            matched[cell_of(&candidate[ci as usize])] = true;
-        }
+        let matched = self.matched_cells(candidate);
         let lost: u32 = count.iter().zip(&matched).filter(|&(&n, &m)| n >= LOST_CELL_MIN && !m).map(|(&n, _)| n).sum();
         lost as f32 / total as f32
     }
@@ -176,6 +177,7 @@ pub const VIEW_MARGIN: f32 = 16.0;
 /// 512-pixel working image).
 pub const LOST_CELL: f32 = 64.0;
 const LOST_GRID: usize = 8;
+const CELLS: usize = LOST_GRID * LOST_GRID;
 /// Fewest features in a cell for its having no inlier to count as lost (fewer go
 /// unmatched by chance).
 pub const LOST_CELL_MIN: u32 = 4;

@@ -138,16 +138,18 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
             continue;
         }
         let mut plane = trim::crop(&decoded.luma, w, tile);
-        let content = trim::content_rect(&plane, tile.width, tile.height)
-            .map(|c| (c, trim::crop(&plane, tile.width, c)))
-            .map(|(c, mut inner)| pdq::hash_luma(&mut inner, c.width, c.height, &mut scratch));
         let whole = pdq::hash_luma(&mut plane, tile.width, tile.height, &mut scratch);
         if whole.quality < MIN_TILE_QUALITY {
             continue;
         }
         detailed += 1;
         hashes.push(whole);
-        hashes.extend(content.filter(|c| c.quality >= MIN_TILE_QUALITY));
+        if let Some(c) = trim::content_rect(&plane, tile.width, tile.height) {
+            let content = pdq::hash_luma(&mut trim::crop(&plane, tile.width, c), c.width, c.height, &mut scratch);
+            if content.quality >= MIN_TILE_QUALITY {
+                hashes.push(content);
+            }
+        }
     }
     if detailed < 2 {
         hashes.clear();

@@ -393,35 +393,30 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32), close: 
             .map(|v| (v, false))
             .or_else(|| features::verify(&mirrored, candidate, &params).map(|v| (v, true)));
         let Some((mut v, mut is_mirrored)) = found else { continue };
-        if !is_mirrored && same_frame(&v, working) && v.lost_share(candidate) > MAX_LOST_SHARE {
+        let same = same_frame(&v, working);
+        // Share of the stored photo's corners lost, when the listing is its exact frame.
+        let mut lost = if same { v.lost_share(candidate) } else { 0.0 };
+        if !is_mirrored && lost > MAX_LOST_SHARE {
             // A symmetric product fits both ways round on its symmetric corners, so a
             // mirrored copy of it looks replaced, and another logo on it mirrored can
             // look like a copy: when the mirrored fit is better and keeps the frame
             // whole, the corners cannot tell which, and the hash distance decides.
             if let Some(m) = features::verify(&mirrored, candidate, &params).filter(|m| m.inliers > v.inliers) {
-                if !same_frame(&m, working) || m.lost_share(candidate) <= MAX_LOST_SHARE {
+                let mirrored_lost = m.lost_share(candidate);
+                if !same_frame(&m, working) || mirrored_lost <= MAX_LOST_SHARE {
                     continue;
                 }
-                (v, is_mirrored) = (m, true);
-            }
-        }
-        let same = same_frame(&v, working);
-        if same {
-            let lost = v.lost_share(candidate);
-            let q = if is_mirrored { &mirrored } else { query };
-            let overlay = lost <= MAX_LOST_UNDER_OVERLAY && {
-                let (added_over_plain, unexplained) = v.overlay_shares(q, candidate);
-                added_over_plain >= MIN_ADDED_OVER_PLAIN && unexplained <= MAX_LOST_SHARE
-            };
-            if lost > MAX_LOST_SHARE && !overlay {
-                // The listing is the stored photo's exact frame with a corner-rich part
-                // of it replaced: another brand's logo on the same product layout looks
-                // like this. (A sticker over a plain part loses little.)
-                checked.replaced.push((id, lost));
-                continue;
+                (v, is_mirrored, lost) = (m, true, mirrored_lost);
             }
         }
         let q = if is_mirrored { &mirrored } else { query };
+        if lost > MAX_LOST_SHARE && !overlay_hides_loss(&v, q, candidate, lost) {
+            // The listing is the stored photo's exact frame with a corner-rich part of
+            // it replaced: another brand's logo on the same product layout looks like
+            // this. (A sticker over a plain part loses little.)
+            checked.replaced.push((id, lost));
+            continue;
+        }
         let others: Vec<&Vec<Feature>> = stored.iter().filter(|(other, _)| **other != id).map(|(_, f)| f).collect();
         let (own_anywhere, own_in_place) = own_corners(&v, q, candidate, &others);
         let lost_in_view = v.lost_share_in_view(candidate, working);
@@ -507,6 +502,15 @@ pub const MAX_LOST_SHARE: f32 = 0.15;
 pub const MAX_LOST_UNDER_OVERLAY: f32 = 0.30;
 /// See [`MAX_LOST_UNDER_OVERLAY`].
 pub const MIN_ADDED_OVER_PLAIN: f32 = 0.25;
+
+/// Whether an overlay explains the `lost` share of the stored photo's corners in its
+/// exact frame (see [`MAX_LOST_UNDER_OVERLAY`]).
+fn overlay_hides_loss(v: &features::Verification, query: &[Feature], candidate: &[Feature], lost: f32) -> bool {
+    lost <= MAX_LOST_UNDER_OVERLAY && {
+        let (added_over_plain, unexplained) = v.overlay_shares(query, candidate);
+        added_over_plain >= MIN_ADDED_OVER_PLAIN && unexplained <= MAX_LOST_SHARE
+    }
+}
 
 /// A matched corner is shared when another candidate has a descriptor at most this many
 /// bits further from the listing's than the matched one.
@@ -637,22 +641,14 @@ impl Rescore {
 
     /// Best (distance, orientation, stored view, query view) over the allowed pairs.
     fn score(&self, entry: &Entry) -> Option<(u32, u8, u8, u8)> {
-        let stored_content = entry.views.first();
-        let mut pairs: Vec<(&[Hash256; 8], u8, &Hash256, u8)> = vec![(&self.whole, 0, &entry.pdq, 0)];
-        if let Some(v) = stored_content {
-            pairs.push((&self.whole, 0, v, 1));
-        }
-        if let Some(c) = &self.content {
-            pairs.push((c, 1, &entry.pdq, 0));
-            if let Some(v) = stored_content {
-                pairs.push((c, 1, v, 1));
-            }
-        }
-        for tile in &self.tiles {
-            pairs.push((tile, TILE_VIEW, &entry.pdq, 0));
-            if let Some(v) = stored_content {
-                pairs.push((tile, TILE_VIEW, v, 1));
-            }
+        let stored: Vec<(&Hash256, u8)> =
+            std::iter::once((&entry.pdq, 0)).chain(entry.views.first().map(|v| (v, 1))).collect();
+        let query_views = std::iter::once((&self.whole, 0))
+            .chain(self.content.iter().map(|c| (c, 1)))
+            .chain(self.tiles.iter().map(|t| (t, TILE_VIEW)));
+        let mut pairs: Vec<(&[Hash256; 8], u8, &Hash256, u8)> = Vec::new();
+        for (q, qv) in query_views {
+            pairs.extend(stored.iter().map(|&(code, v)| (q, qv, code, v)));
         }
         pairs
             .into_iter()
