@@ -253,13 +253,20 @@ fn a_price_sticker_on_a_copy_is_found_but_another_logo_on_its_layout_is_not() {
     };
 
     // The brand's exact shot with a seller's price stickers on the white field: the
-    // global hash moves past the flag distance, the corners of the product remain.
+    // global hash moves past the flag distance; the corners of the product remain, and
+    // so does the package's outline, which frames the same picture as the stored shot's
+    // trimmed view (identical hashes: the corners are not needed).
     let stickered = with_sticker(&with_sticker(&shot_a, 30, 30, 740, 130), 400, 700, 370, 80);
     let d = pdq_distance(&stickered);
     assert!(d > 31, "the test needs a sticker that moves PDQ past the flag distance; it is {d} bits away");
-    let m = verified_as(&query(&index, &stickered), "shot-a");
-    let v = m.verified.as_ref().unwrap();
-    assert!(v.stored_coverage > 0.8 && (v.scale - 1.0).abs() < 0.1, "the same frame: {v:?}");
+    let r = query(&index, &stickered);
+    let m = r.matches.first().unwrap_or_else(|| panic!("no match: {r:?}"));
+    assert_eq!(m.entry.external_id, "shot-a", "{r:?}");
+    assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+    match &m.verified {
+        Some(v) => assert!(v.stored_coverage > 0.8 && (v.scale - 1.0).abs() < 0.1, "the same frame: {v:?}"),
+        None => assert!(m.query_view == lookalike::matcher::FRAMED_VIEW && m.distance == 0, "{m:?}"),
+    }
 
     // A price banner across the middle, over part of the logo: it hides corners where
     // they crowd, as another logo would, but it spills over the plain field too.
@@ -421,4 +428,55 @@ fn a_collage_with_gutters_is_matched_tile_by_tile() {
     assert!(m.distance <= Thresholds::DEFAULT_REVIEW, "{m:?}");
     assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
     assert!(m.describe().contains("collage"), "{}", m.describe());
+}
+
+/// A marketplace page around `picture` placed at `at`: a header bar, a menu of "words"
+/// (short bars) down its left side, rows of words and buttons under the picture.
+fn page_around(picture: &RgbImage, at: (u32, u32), size: (u32, u32), dark: bool) -> RgbImage {
+    let (page, ink) = if dark { ([24, 24, 28], [230, 230, 230]) } else { ([255, 255, 255], [30, 30, 30]) };
+    let mut p = RgbImage::from_pixel(size.0, size.1, Rgb(page));
+    let mut fill = |x0: u32, y0: u32, w: u32, h: u32, c: [u8; 3]| {
+        for y in y0..(y0 + h).min(size.1) {
+            for x in x0..(x0 + w).min(size.0) {
+                p.put_pixel(x, y, Rgb(c));
+            }
+        }
+    };
+    fill(0, 0, size.0, 30, [20, 50, 160]);
+    for (i, y) in (at.1..at.1 + picture.height()).step_by(30).enumerate() {
+        fill(6, y, 30 + (i as u32 * 7) % 20, 11, ink);
+    }
+    for (i, y) in (at.1 + picture.height() + 12..size.1 - 20).step_by(28).enumerate() {
+        let color = if i % 2 == 0 { [250, 180, 0] } else { ink };
+        for x in (10..size.0 - 60).step_by(45 + i % 3 * 6) {
+            fill(x, y, 30, 13, color);
+        }
+    }
+    imageops::overlay(&mut p, picture, i64::from(at.0), i64::from(at.1));
+    p
+}
+
+#[test]
+fn a_screenshot_is_matched_by_the_picture_framed_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = fixture_index(dir.path());
+    let astronaut = imageops::resize(&fixture_image("astronaut.jpg"), 500, 500, imageops::FilterType::Triangle);
+    for dark in [true, false] {
+        let listing = page_around(&astronaut, (90, 120), (680, 900), dark);
+        let analysis = lookalike::hash::analyze(&jpeg(&listing, 85), &DecodeLimits::default()).unwrap();
+        assert!(!analysis.hashes.framed.is_empty(), "dark {dark}: no framed picture found");
+        let r = query(&index, &listing);
+        let m = best(&r, "astronaut.jpg").unwrap_or_else(|| panic!("dark {dark}: {r:?}"));
+        // The picture's own hash finds it: the page's is far away.
+        assert_eq!(m.query_view, lookalike::matcher::FRAMED_VIEW, "{m:?}");
+        assert!(m.distance <= Thresholds::DEFAULT_FLAG, "dark {dark}: {m:?}");
+        assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+        // Said in words: by the hash ("framed inside") or by the corners ("a screenshot").
+        let said = m.describe();
+        assert!(said.contains("framed") || said.contains("screenshot"), "{said}");
+    }
+    // The same page around a photo that is not in the catalog matches nothing close.
+    let other = page_around(&photo(44, 500, 500), (90, 120), (680, 900), true);
+    let r = query(&index, &other);
+    assert!(r.matches.iter().all(|m| m.distance > Thresholds::DEFAULT_REVIEW && m.verified.is_none()), "{r:?}");
 }

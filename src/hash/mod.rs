@@ -59,6 +59,10 @@ pub struct ImageHashes {
     /// its middle; see [`trim::collage_tiles`]): computed for queries only, empty
     /// otherwise.
     pub tiles: Vec<PdqHashes>,
+    /// PDQ of the picture framed inside the image (a screenshot's photo among the page's
+    /// text and buttons; see [`trim::framed_picture`]) and of its content inside its own
+    /// uniform borders: computed for queries only, empty otherwise.
+    pub framed: Vec<PdqHashes>,
 }
 
 /// PDQ of an image's content inside its uniform borders.
@@ -119,8 +123,10 @@ pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageErr
     let features = crate::features::extract_decoded(&decoded, &params);
     let working_size = crate::features::working_size(decoded.plane_width, decoded.plane_height, &params);
     let tiles = collage_tiles(&decoded);
+    let framed = framed_picture(&decoded);
     let mut hashes = hash_decoded(&mut decoded);
     hashes.tiles = tiles;
+    hashes.framed = framed;
     Ok(Analysis { hashes, features, working_size })
 }
 
@@ -157,6 +163,32 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
     hashes
 }
 
+/// PDQ of the picture framed inside the image ([`trim::framed_picture`]) and of its
+/// content inside its own uniform borders, each when it has detail enough to hash.
+fn framed_picture(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
+    let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
+    let Some(rect) = trim::framed_picture(&decoded.luma, w, h) else {
+        return Vec::new();
+    };
+    // A boxy product on a plain field is framed by its own outline: that is the
+    // trimmed view, hashed already.
+    let near = |a: usize, b: usize, len: usize| a.abs_diff(b) <= len / 50 + 2;
+    if trim::content_rect(&decoded.luma, w, h).is_some_and(|c| {
+        near(c.x, rect.x, w) && near(c.y, rect.y, h) && near(c.width, rect.width, w) && near(c.height, rect.height, h)
+    }) {
+        return Vec::new();
+    }
+    let mut scratch = pdq::PdqScratch::default();
+    let mut plane = trim::crop(&decoded.luma, w, rect);
+    let mut hashes = Vec::new();
+    if let Some(c) = trim::content_rect(&plane, rect.width, rect.height) {
+        hashes.push(pdq::hash_luma(&mut trim::crop(&plane, rect.width, c), c.width, c.height, &mut scratch));
+    }
+    hashes.push(pdq::hash_luma(&mut plane, rect.width, rect.height, &mut scratch));
+    hashes.retain(|p| p.quality >= MIN_TILE_QUALITY);
+    hashes
+}
+
 /// Least PDQ quality of a collage tile worth matching (PDQ's own advice: below 50 a
 /// hash is unreliable; a blank tile scores near 0).
 const MIN_TILE_QUALITY: u8 = 50;
@@ -188,5 +220,6 @@ pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
         format: decoded.format,
         trimmed,
         tiles: Vec::new(),
+        framed: Vec::new(),
     }
 }

@@ -206,6 +206,9 @@ impl Match {
         if self.query_view == TILE_VIEW {
             return format!("{turned}, as one tile of the listing (a collage)");
         }
+        if self.query_view == FRAMED_VIEW {
+            return format!("{turned}, as the picture framed inside the listing (a screenshot or a page)");
+        }
         match (self.query_view, self.view) {
             (0, 0) => turned.to_string(),
             (1, 0) => format!("{turned}, once the listing's plain borders are trimmed"),
@@ -613,7 +616,7 @@ pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Resul
     let rescore = Rescore::of(hashes);
     let mut codes = hashes.pdq.dihedral.to_vec();
     codes.extend(trimmed.iter().flat_map(|t| t.pdq.dihedral));
-    codes.extend(hashes.tiles.iter().flat_map(|t| t.dihedral));
+    codes.extend(hashes.tiles.iter().chain(&hashes.framed).flat_map(|t| t.dihedral));
     let quality = hashes.views().iter().map(|v| v.quality).max().unwrap_or(0);
     match_queries(index, hashes.pdq.hash(), quality, Some(hashes.phash), &codes, Some(&rescore), query)
 }
@@ -624,11 +627,16 @@ struct Rescore {
     content: Option<[Hash256; 8]>,
     /// A collage's tiles (query view [`TILE_VIEW`]).
     tiles: Vec<[Hash256; 8]>,
+    /// The picture framed inside the listing (query view [`FRAMED_VIEW`]).
+    framed: Vec<[Hash256; 8]>,
 }
 
 /// The query view number of a collage's tiles (0: the whole listing, 1: its content
 /// inside uniform borders).
 pub const TILE_VIEW: u8 = 2;
+/// The query view number of the picture framed inside the listing (a screenshot's
+/// photo), whole or inside its own uniform borders.
+pub const FRAMED_VIEW: u8 = 3;
 
 impl Rescore {
     fn of(hashes: &ImageHashes) -> Rescore {
@@ -636,6 +644,7 @@ impl Rescore {
             whole: hashes.pdq.dihedral,
             content: hashes.trimmed.as_ref().map(|t| t.pdq.dihedral),
             tiles: hashes.tiles.iter().map(|t| t.dihedral).collect(),
+            framed: hashes.framed.iter().map(|t| t.dihedral).collect(),
         }
     }
 
@@ -645,7 +654,8 @@ impl Rescore {
             std::iter::once((&entry.pdq, 0)).chain(entry.views.first().map(|v| (v, 1))).collect();
         let query_views = std::iter::once((&self.whole, 0))
             .chain(self.content.iter().map(|c| (c, 1)))
-            .chain(self.tiles.iter().map(|t| (t, TILE_VIEW)));
+            .chain(self.tiles.iter().map(|t| (t, TILE_VIEW)))
+            .chain(self.framed.iter().map(|t| (t, FRAMED_VIEW)));
         let mut pairs: Vec<(&[Hash256; 8], u8, &Hash256, u8)> = Vec::new();
         for (q, qv) in query_views {
             pairs.extend(stored.iter().map(|&(code, v)| (q, qv, code, v)));
