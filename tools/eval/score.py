@@ -113,6 +113,8 @@ def lookalike_score(result: dict, how: str = "distance") -> tuple[float, str | N
 
 def run_lookalike(exe: Path, indexed: list[dict], queries: list[dict], corpus: Path, jobs: int,
                   chunk: int, how: str, workdir: Path | None) -> dict:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="lookalike-eval-", dir=workdir))
     data = tmp / "data"
     try:
