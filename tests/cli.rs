@@ -279,6 +279,14 @@ fn index_walks_folders_skips_non_images_reports_broken_files_and_is_idempotent()
     // A single good file: exit 0.
     let out = env.run(&index_args(&[s(&cat.join("a.png"))]), 0);
     assert_eq!(summary(&out.stdout), (0, 1, 0, 0), "{}", out.stdout);
+
+    // Stored files are recognised by their SHA-256 before they are decoded: under a
+    // pixel limit that would now refuse them, they are still "already present" (an
+    // interrupted run of 200,000 photos resumes without hashing the first part again).
+    let mut args = vec!["--max-pixels", "16"];
+    args.extend(index_args(&[s(&cat)]));
+    let out = env.run(&args, 1);
+    assert_eq!(summary(&out.stdout), (0, 4, 2, 1), "{}\n{}", out.stdout, out.stderr);
 }
 
 // ---------------------------------------------------------------------------------

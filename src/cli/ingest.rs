@@ -1,6 +1,6 @@
 //! `lookalike index`: walk, hash on all cores, write in batches, report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +84,8 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 enum Prepared {
     Entry(Box<NewEntry>),
+    /// Already stored for this brand and label (same SHA-256): not hashed again.
+    Present,
     NotImage(String),
     Failed(String),
 }
@@ -147,44 +149,62 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
         crate::audit::AuditLog::open(data).with_context(|| format!("opening the audit log in {}", data.display()))?;
     let actor = crate::audit::local_actor();
     let progress = progress_bar(files.len() as u64, args.quiet);
-    let mut tally = Tally::default();
     let default_label = Label::from(args.label);
-    for chunk in files.chunks(args.batch) {
-        let prepared: Vec<(PathBuf, Prepared)> = chunk
-            .par_iter()
-            .map(|path| (path.clone(), prepare(path, plan.row(path), &args.brand, default_label, limits)))
-            .collect();
-        let mut entries = Vec::new();
-        let mut entry_paths = Vec::new();
-        for (path, p) in prepared {
-            match p {
-                Prepared::Entry(e) => {
-                    entries.push(*e);
-                    entry_paths.push(path);
-                }
-                Prepared::NotImage(reason) => {
-                    tally.skipped += 1;
-                    if !args.quiet {
-                        progress.suspend(|| eprintln!("skipped {}: {reason}", path.display()));
+    // A run that was interrupted is simply run again: what it stored is skipped after
+    // reading and a SHA-256, before any decoding.
+    let stored = index.stored_files(&args.brand).context("listing the brand's stored files")?;
+    // The next batch is hashed on all cores while this thread's writer commits the last
+    // one (fsyncs included), so the cores do not wait for the disk.
+    let (batches, written) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, Prepared)>>(1);
+    let tally = std::thread::scope(|scope| -> Result<Tally> {
+        let writer = scope.spawn(|| -> Result<Tally> {
+            let mut tally = Tally::default();
+            for prepared in written {
+                let count = prepared.len() as u64;
+                let mut entries = Vec::new();
+                for (path, p) in prepared {
+                    match p {
+                        Prepared::Entry(e) => entries.push(*e),
+                        Prepared::Present => tally.present += 1,
+                        Prepared::NotImage(reason) => {
+                            tally.skipped += 1;
+                            if !args.quiet {
+                                progress.suspend(|| eprintln!("skipped {}: {reason}", path.display()));
+                            }
+                        }
+                        Prepared::Failed(reason) => {
+                            progress.suspend(|| eprintln!("lookalike: {}: {reason}", path.display()));
+                            tally.failed.push(path);
+                        }
                     }
                 }
-                Prepared::Failed(reason) => {
-                    progress.suspend(|| eprintln!("lookalike: {}: {reason}", path.display()));
-                    tally.failed.push(path);
+                let outcomes = index.add(&entries).context("writing a batch to the index")?;
+                audit
+                    .added(&actor, &entries, &outcomes)
+                    .with_context(|| format!("writing {}", audit.path().display()))?;
+                for o in outcomes {
+                    match o {
+                        AddOutcome::Added(_) => tally.added += 1,
+                        AddOutcome::AlreadyPresent(_) => tally.present += 1,
+                    }
                 }
+                progress.inc(count);
+            }
+            index.refresh().context("updating the multi-index tables")?;
+            Ok(tally)
+        });
+        for chunk in files.chunks(args.batch) {
+            let prepared: Vec<(PathBuf, Prepared)> = chunk
+                .par_iter()
+                .map(|path| (path.clone(), prepare(path, plan.row(path), &args.brand, default_label, &stored, limits)))
+                .collect();
+            if batches.send(prepared).is_err() {
+                break; // the writer stopped on an error, which its result carries
             }
         }
-        let outcomes = index.add(&entries).context("writing a batch to the index")?;
-        audit.added(&actor, &entries, &outcomes).with_context(|| format!("writing {}", audit.path().display()))?;
-        for o in outcomes {
-            match o {
-                AddOutcome::Added(_) => tally.added += 1,
-                AddOutcome::AlreadyPresent(_) => tally.present += 1,
-            }
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    index.refresh().context("updating the multi-index tables")?;
+        drop(batches);
+        writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
     progress.finish_and_clear();
     println!(
         "indexed {} new, {} already present, {} skipped (not images), {} failed — brand {}, into {}",
@@ -203,11 +223,23 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
     }
 }
 
-fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, limits: &DecodeLimits) -> Prepared {
+fn prepare(
+    path: &Path,
+    row: Option<&ManifestRow>,
+    brand: &str,
+    label: Label,
+    stored: &HashSet<(Label, [u8; 32])>,
+    limits: &DecodeLimits,
+) -> Prepared {
     let bytes = match read_input(path, limits) {
         Ok(b) => b,
         Err(e) => return Prepared::Failed(format!("{e:#}")),
     };
+    let label = row.and_then(|r| r.label).unwrap_or(label);
+    let sha256 = hash::sha256(&bytes);
+    if stored.contains(&(label, sha256)) {
+        return Prepared::Present;
+    }
     let (hashes, thumbnail, features) = match hash::index_image(&bytes, limits) {
         Ok(h) => h,
         Err(ImageError::UnknownFormat(reason)) => return Prepared::NotImage(format!("not an image ({reason})")),
@@ -216,10 +248,10 @@ fn prepare(path: &Path, row: Option<&ManifestRow>, brand: &str, label: Label, li
     };
     Prepared::Entry(Box::new(NewEntry {
         brand: brand.to_string(),
-        label: row.and_then(|r| r.label).unwrap_or(label),
+        label,
         external_id: external_id(path, row),
         source: path.display().to_string(),
-        sha256: hash::sha256(&bytes),
+        sha256,
         pdq: hashes.pdq.hash(),
         quality: Some(hashes.pdq.quality),
         phash: Some(hashes.phash),

@@ -103,8 +103,9 @@ pub enum Command {
     Keys(KeysArgs),
     /// Add images (files or directories, walked recursively) to the index.
     ///
-    /// Files are hashed on all cores and written in batches. Re-indexing a file already
-    /// stored for the same brand and label (same SHA-256) does nothing, so an
+    /// Files are hashed on all cores and written in batches (the next batch is hashed
+    /// while the last one is written). Re-indexing a file already stored for the same
+    /// brand and label (same SHA-256) does nothing and costs only reading it, so an
     /// interrupted run can simply be run again. Non-image files are skipped; broken
     /// images are reported one line each and counted as failed (exit code 1).
     Index(IndexArgs),

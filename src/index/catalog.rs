@@ -4,7 +4,7 @@
 //! on disk. The record files and tables beside it are derived from these rows and can
 //! be rebuilt from them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -555,6 +555,27 @@ impl Catalog {
             .query_row("SELECT COUNT(*) FROM entries WHERE deleted_at IS NOT NULL", [], |r| r.get::<_, i64>(0))
             .map_err(ctx)?;
         Ok((out, deleted as u64))
+    }
+
+    /// The label and SHA-256 of every live entry of a brand.
+    pub fn stored_files(&self, brand: &str) -> Result<HashSet<(Label, [u8; 32])>, IndexError> {
+        let ctx = |e| IndexError::sqlite("listing a brand's files", e);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT e.label, e.sha256 FROM entries e JOIN brands b ON e.brand_id = b.id
+                 WHERE b.name = ?1 AND e.deleted_at IS NULL",
+            )
+            .map_err(ctx)?;
+        let rows = stmt.query_map([brand], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))).map_err(ctx)?;
+        let mut out = HashSet::new();
+        for row in rows {
+            let (label, sha) = row.map_err(ctx)?;
+            if let (Ok(label), Ok(sha)) = (label.parse(), <[u8; 32]>::try_from(sha)) {
+                out.insert((label, sha));
+            }
+        }
+        Ok(out)
     }
 
     /// Brand number for a name, if the brand exists.

@@ -610,6 +610,12 @@ impl Index {
         self.catalog.list(brand, label, offset, limit)
     }
 
+    /// The label and SHA-256 of every live entry of `brand`: what re-indexing would find
+    /// already present (so `lookalike index` can skip those files before hashing them).
+    pub fn stored_files(&self, brand: &str) -> Result<std::collections::HashSet<(Label, [u8; 32])>, IndexError> {
+        self.catalog.stored_files(brand)
+    }
+
     /// Brand number of a brand name (for filters), if the brand exists.
     pub fn brand_no(&self, brand: &str) -> Result<Option<u32>, IndexError> {
         self.catalog.brand_no(brand)

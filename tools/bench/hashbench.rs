@@ -5,10 +5,14 @@
 //! line per file: median CPU milliseconds (this thread's CPU clock, so other load on the
 //! machine matters less than for wall time) of decoding, of hashing the decoded plane,
 //! and of the whole `hash_image` path; then one line with the all-core throughput.
+//!
+//! `--work index` measures `index_image` instead (what `lookalike index` computes per
+//! file: hashes, local features, thumbnail); `--all-cores-only` skips the per-file lines
+//! (`tools/bench/indexing.py` uses both).
 
 use std::time::Instant;
 
-use lookalike::hash::{decode, hash_decoded, hash_image, DecodeLimits};
+use lookalike::hash::{decode, hash_decoded, hash_image, index_image, DecodeLimits};
 use rayon::prelude::*;
 
 fn thread_cpu_ms() -> f64 {
@@ -33,11 +37,19 @@ fn main() {
     let mut args = std::env::args().skip(1).peekable();
     let mut repeat = 7usize;
     let mut files = Vec::new();
+    let mut index_work = false;
+    let mut per_file = true;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().and_then(|v| v.parse().ok()).expect("--repeat N"),
+            "--work" => match args.next().as_deref() {
+                Some("hash") => index_work = false,
+                Some("index") => index_work = true,
+                other => panic!("--work hash|index, got {other:?}"),
+            },
+            "--all-cores-only" => per_file = false,
             "-h" | "--help" => {
-                eprintln!("usage: hashbench [--repeat N] FILE...");
+                eprintln!("usage: hashbench [--repeat N] [--work hash|index] [--all-cores-only] FILE...");
                 return;
             }
             _ => files.push(a),
@@ -46,7 +58,7 @@ fn main() {
     let limits = DecodeLimits::default();
     let data: Vec<(String, Vec<u8>)> =
         files.iter().map(|f| (f.clone(), std::fs::read(f).unwrap_or_else(|e| panic!("{f}: {e}")))).collect();
-    for (name, bytes) in &data {
+    for (name, bytes) in data.iter().filter(|_| per_file) {
         let (mut dec, mut hash, mut total) = (Vec::new(), Vec::new(), Vec::new());
         let mut dims = (0, 0, 0, 0);
         for _ in 0..repeat {
@@ -72,11 +84,18 @@ fn main() {
     let jobs: Vec<&Vec<u8>> = (0..repeat).flat_map(|_| data.iter().map(|(_, b)| b)).collect();
     let started = Instant::now();
     jobs.par_iter().for_each(|b| {
-        hash_image(b, &limits).expect("hashes");
+        if index_work {
+            index_image(b, &limits).expect("indexes");
+        } else {
+            hash_image(b, &limits).expect("hashes");
+        }
     });
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{}",
-        serde_json::json!({"all_cores": rayon::current_num_threads(), "images": jobs.len(), "images_per_s": jobs.len() as f64 / secs})
+        serde_json::json!({
+            "work": if index_work { "index" } else { "hash" },
+            "all_cores": rayon::current_num_threads(), "images": jobs.len(), "images_per_s": jobs.len() as f64 / secs,
+        })
     );
 }
