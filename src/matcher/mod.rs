@@ -134,7 +134,9 @@ pub struct Match {
     pub orientation: Orientation,
     /// Which stored view matched (0: the whole image, 1: its content inside uniform borders).
     pub view: u8,
-    /// Which view of the query matched (same numbering).
+    /// Which view of the query matched: 0 the whole listing, 1 its content inside
+    /// uniform borders, [`TILE_VIEW`] a tile of a collage, [`FRAMED_VIEW`] the picture
+    /// framed inside it (a screenshot).
     pub query_view: u8,
     pub closeness: Closeness,
     /// Set when the local-feature check found the stored photo in the listing (or the
