@@ -73,6 +73,9 @@ pub fn crop(luma: &[f32], width: usize, rect: Rect) -> Vec<f32> {
     out
 }
 
+/// A gutter at most `1 / THIN_GUTTER` of the side is left out of both tiles.
+const THIN_GUTTER: usize = 40;
+
 /// The tiles of a collage: the rectangles a `width × height` luma plane splits into
 /// along a uniform gutter (a column crossing its whole height, a row crossing its whole
 /// width, or both) in its middle half. Empty when there is no such gutter.
@@ -102,9 +105,11 @@ pub fn collage_tiles(luma: &[f32], width: usize, height: usize) -> Vec<Rect> {
     };
     let columns = gutter(width, |x| uniform(height, &|y| px(x, y)));
     let rows = gutter(height, |y| uniform(width, &|x| px(x, y)));
-    // Split in the middle of the gutter: where tiles have plain fields of their own,
-    // the run spans those too, and each tile keeps its share.
+    // A thin run is the gutter alone, which belongs to neither tile (a strip of it
+    // left on a tile moves its hash). A wider one spans plain fields of the tiles' own
+    // too: split it in the middle, so that each tile keeps its share.
     let spans = |split: Option<(usize, usize)>, len: usize| match split {
+        Some((start, end)) if end - start <= len / THIN_GUTTER => vec![(0, start), (end, len)],
         Some((start, end)) => vec![(0, (start + end) / 2), ((start + end) / 2, len)],
         None => vec![(0, len)],
     };
@@ -473,13 +478,15 @@ mod tests {
             }
         }
         let tiles = collage_tiles(&p, w, h);
+        // The 6-px gutter is 2% of the width: thin, left out of both columns. It is 3% of
+        // the height: split in the middle, as a run through plain fields would be.
         assert_eq!(
             tiles,
             vec![
-                Rect { x: 0, y: 0, width: 150, height: 100 },
-                Rect { x: 150, y: 0, width: 150, height: 100 },
-                Rect { x: 0, y: 100, width: 150, height: 100 },
-                Rect { x: 150, y: 100, width: 150, height: 100 },
+                Rect { x: 0, y: 0, width: 147, height: 100 },
+                Rect { x: 153, y: 0, width: 147, height: 100 },
+                Rect { x: 0, y: 100, width: 147, height: 100 },
+                Rect { x: 153, y: 100, width: 147, height: 100 },
             ]
         );
         // One gutter only: two tiles.
