@@ -480,3 +480,56 @@ fn a_screenshot_is_matched_by_the_picture_framed_in_it() {
     let r = query(&index, &other);
     assert!(r.matches.iter().all(|m| m.distance > Thresholds::DEFAULT_REVIEW && m.verified.is_none()), "{r:?}");
 }
+
+/// `img` turned by `degrees` (counter-clockwise) on a canvas grown to hold all of it,
+/// bilinear, the corners filled with `fill` — what an editor's "rotate" does.
+fn turned_on_canvas(img: &RgbImage, degrees: f32, fill: [u8; 3]) -> RgbImage {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let (s, c) = degrees.to_radians().sin_cos();
+    let (cw, ch) = ((w * c.abs() + h * s.abs()).ceil() as u32, (w * s.abs() + h * c.abs()).ceil() as u32);
+    let (icx, icy, ocx, ocy) = (w / 2.0, h / 2.0, cw as f32 / 2.0, ch as f32 / 2.0);
+    RgbImage::from_fn(cw, ch, |x, y| {
+        let (dx, dy) = (x as f32 + 0.5 - ocx, y as f32 + 0.5 - ocy);
+        // Counter-clockwise on screen (y down): the source is turned the other way.
+        let (sx, sy) = (c * dx - s * dy + icx - 0.5, s * dx + c * dy + icy - 0.5);
+        if sx < 0.0 || sy < 0.0 || sx > w - 1.0 || sy > h - 1.0 {
+            return Rgb(fill);
+        }
+        let (x0, y0) = (sx as u32, sy as u32);
+        let (x1, y1) = ((x0 + 1).min(img.width() - 1), (y0 + 1).min(img.height() - 1));
+        let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+        let px = |x, y, k: usize| f32::from(img.get_pixel(x, y)[k]);
+        Rgb(std::array::from_fn(|k| {
+            let top = px(x0, y0, k) * (1.0 - fx) + px(x1, y0, k) * fx;
+            let bottom = px(x0, y1, k) * (1.0 - fx) + px(x1, y1, k) * fx;
+            (top * (1.0 - fy) + bottom * fy).round() as u8
+        }))
+    })
+}
+
+#[test]
+fn a_photo_turned_a_few_degrees_is_matched_once_turned_upright() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = fixture_index(dir.path());
+    let stored = hash_image(&std::fs::read(common::fixture("coffee.jpg")).unwrap(), &DecodeLimits::default())
+        .unwrap()
+        .pdq
+        .hash();
+    let coffee = fixture_image("coffee.jpg");
+    for (degrees, fill) in [(7.0, [0, 0, 0]), (-5.0, [255, 255, 255])] {
+        let listing = jpeg(&turned_on_canvas(&coffee, degrees, fill), 85);
+        let analysis = lookalike::hash::analyze(&listing, &DecodeLimits::default()).unwrap();
+        let whole = (0..8).map(|o| analysis.hashes.pdq.dihedral[o].distance(&stored)).min().unwrap();
+        assert!(whole > 45, "the test needs a turn PDQ misses; it is {whole} bits away");
+        // Turned back upright and trimmed of the fill, the photo's hash is close again.
+        let upright = analysis.hashes.upright.iter().flat_map(|p| p.dihedral).map(|c| c.distance(&stored)).min();
+        assert!(upright.is_some_and(|d| d <= Thresholds::DEFAULT_FLAG), "{degrees}°: upright view at {upright:?} bits");
+        let r = match_image(&index, &listing, &DecodeLimits::default(), &Query::default()).unwrap();
+        let m = best(&r, "coffee.jpg").unwrap_or_else(|| panic!("{r:?}"));
+        assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{r:?}");
+        assert_eq!(m.query_view, lookalike::matcher::UPRIGHT_VIEW, "{m:?}");
+    }
+    // An upright photo shows no turn: no extra view.
+    let plain = lookalike::hash::analyze(&jpeg(&coffee, 85), &DecodeLimits::default()).unwrap();
+    assert!(plain.hashes.upright.is_empty());
+}

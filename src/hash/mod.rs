@@ -5,6 +5,7 @@
 //! crate uses.
 
 mod decode;
+mod deskew;
 mod hash256;
 pub mod pdq;
 mod phash;
@@ -63,6 +64,10 @@ pub struct ImageHashes {
     /// text and buttons; see [`trim::framed_picture`]) and of its content inside its own
     /// uniform borders: computed for queries only, empty otherwise.
     pub framed: Vec<PdqHashes>,
+    /// PDQ of the image turned upright when its straight edges show a small rotation
+    /// ([`deskew::skew`]), whole and inside the uniform borders the turn leaves:
+    /// computed for queries only, empty otherwise.
+    pub upright: Vec<PdqHashes>,
 }
 
 /// PDQ of an image's content inside its uniform borders.
@@ -123,10 +128,14 @@ pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageErr
     let features = crate::features::extract_decoded(&decoded, &params);
     let working_size = crate::features::working_size(decoded.plane_width, decoded.plane_height, &params);
     let tiles = collage_tiles(&decoded);
-    let framed = framed_picture(&decoded);
+    let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
+    let small = trim::reduced(&decoded.luma, w, h, trim::FRAME_SIDE);
+    let framed = framed_picture(&decoded, &small);
+    let upright = upright(&decoded, &small);
     let mut hashes = hash_decoded(&mut decoded);
     hashes.tiles = tiles;
     hashes.framed = framed;
+    hashes.upright = upright;
     Ok(Analysis { hashes, features, working_size })
 }
 
@@ -165,9 +174,9 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
 
 /// PDQ of the picture framed inside the image ([`trim::framed_picture`]) and of its
 /// content inside its own uniform borders, each when it has detail enough to hash.
-fn framed_picture(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
+fn framed_picture(decoded: &DecodedImage, small: &(Vec<f32>, usize, usize)) -> Vec<pdq::PdqHashes> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
-    let Some(rect) = trim::framed_picture(&decoded.luma, w, h) else {
+    let Some(rect) = trim::framed_picture_reduced(&decoded.luma, w, h, small) else {
         return Vec::new();
     };
     // A boxy product on a plain field is framed by its own outline: that is the
@@ -185,6 +194,27 @@ fn framed_picture(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
         hashes.push(pdq::hash_luma(&mut trim::crop(&plane, rect.width, c), c.width, c.height, &mut scratch));
     }
     hashes.push(pdq::hash_luma(&mut plane, rect.width, rect.height, &mut scratch));
+    hashes.retain(|p| p.quality >= MIN_TILE_QUALITY);
+    hashes
+}
+
+/// PDQ of the image turned upright ([`deskew::skew`], [`deskew::rotate`]), whole and
+/// inside the uniform borders that the fill of the turn leaves (the photo itself), each
+/// when it has detail enough to hash. Empty when no small rotation shows.
+fn upright(decoded: &DecodedImage, small: &(Vec<f32>, usize, usize)) -> Vec<pdq::PdqHashes> {
+    let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
+    // The angle does not depend on the scale: read it on the reduced plane.
+    let Some(degrees) = deskew::skew(&small.0, small.1, small.2) else {
+        return Vec::new();
+    };
+    let fill = deskew::border_level(&decoded.luma, w, h);
+    let mut plane = deskew::rotate(&decoded.luma, w, h, -degrees, fill);
+    let mut scratch = pdq::PdqScratch::default();
+    let mut hashes = Vec::new();
+    if let Some(c) = trim::content_rect(&plane, w, h) {
+        hashes.push(pdq::hash_luma(&mut trim::crop(&plane, w, c), c.width, c.height, &mut scratch));
+    }
+    hashes.push(pdq::hash_luma(&mut plane, w, h, &mut scratch));
     hashes.retain(|p| p.quality >= MIN_TILE_QUALITY);
     hashes
 }
@@ -221,5 +251,6 @@ pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
         trimmed,
         tiles: Vec::new(),
         framed: Vec::new(),
+        upright: Vec::new(),
     }
 }

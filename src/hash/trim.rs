@@ -169,7 +169,7 @@ const PLAIN_STEP: f32 = 2.0;
 /// Edge lines kept per direction (the longest, at least 3 pixels apart).
 const MAX_EDGE_LINES: usize = 32;
 /// The framed picture is looked for on the plane reduced to this longer side.
-const FRAME_SIDE: usize = 512;
+pub const FRAME_SIDE: usize = 512;
 
 /// A straight run of steps along one line of a plane: `at` is the line, `[start, end)`
 /// the run along it.
@@ -208,17 +208,28 @@ impl EdgeLine {
 /// [`EDGE_GAP`]); the picture is the largest rectangle with the most such sides, where
 /// each side's line runs its whole length and at each corner one of the two lines
 /// meeting there ends (so a line through a photo's texture does not make a corner).
+#[cfg(test)]
 pub fn framed_picture(luma: &[f32], width: usize, height: usize) -> Option<Rect> {
+    framed_picture_reduced(luma, width, height, &reduced(luma, width, height, FRAME_SIDE))
+}
+
+/// [`framed_picture`] with the plane already reduced by [`reduced`] to [`FRAME_SIDE`]
+/// (shared with other passes over the same image).
+pub fn framed_picture_reduced(
+    luma: &[f32],
+    width: usize,
+    height: usize,
+    small: &(Vec<f32>, usize, usize),
+) -> Option<Rect> {
     if width < 32 || height < 32 {
         return None;
     }
-    let factor = width.max(height).div_ceil(FRAME_SIDE);
-    let (w, h) = (width / factor, height / factor);
-    let plane = if factor == 1 { luma.to_vec() } else { box_reduce(luma, width, w, h, factor) };
+    let (plane, w, h) = (&small.0, small.1, small.2);
+    let factor = width / w;
     // Distances in plane pixels, on the reduced plane.
     let reduced = |v: usize| v.div_ceil(factor);
     let (gap, corner, side) = (reduced(EDGE_GAP), reduced(CORNER_SLACK), reduced(SIDE_SLACK));
-    let (vertical, horizontal) = edge_lines(&plane, w, h, gap);
+    let (vertical, horizontal) = edge_lines(plane, w, h, gap);
     let sides = |lines: &[EdgeLine], len: usize| {
         let mut s: Vec<(usize, Option<EdgeLine>)> = lines.iter().map(|l| (l.at, Some(*l))).collect();
         s.push((0, None));
@@ -402,6 +413,15 @@ fn edge_lines(plane: &[f32], w: usize, h: usize, gap: usize) -> (Vec<EdgeLine>, 
     };
     let min_side = |len: usize| (MIN_FRAMED_SIDE * len as f32) as usize;
     (strongest(&mut columns, min_side(h), true), strongest(&mut rows, min_side(w), false))
+}
+
+/// The plane box-averaged by the least whole factor that brings its longer side to
+/// `side` or under, with its new width and height.
+pub fn reduced(luma: &[f32], width: usize, height: usize, side: usize) -> (Vec<f32>, usize, usize) {
+    let factor = width.max(height).div_ceil(side);
+    let (w, h) = (width / factor, height / factor);
+    let plane = if factor == 1 { luma.to_vec() } else { box_reduce(luma, width, w, h, factor) };
+    (plane, w, h)
 }
 
 /// A `width`-wide plane averaged over `factor × factor` blocks into `w × h`.

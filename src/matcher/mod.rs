@@ -136,7 +136,7 @@ pub struct Match {
     pub view: u8,
     /// Which view of the query matched: 0 the whole listing, 1 its content inside
     /// uniform borders, [`TILE_VIEW`] a tile of a collage, [`FRAMED_VIEW`] the picture
-    /// framed inside it (a screenshot).
+    /// framed inside it (a screenshot), [`UPRIGHT_VIEW`] the listing turned upright.
     pub query_view: u8,
     pub closeness: Closeness,
     /// Set when the local-feature check found the stored photo in the listing (or the
@@ -210,6 +210,9 @@ impl Match {
         }
         if self.query_view == FRAMED_VIEW {
             return format!("{turned}, as the picture framed inside the listing (a screenshot or a page)");
+        }
+        if self.query_view == UPRIGHT_VIEW {
+            return format!("{turned}, once the listing is turned upright (it was rotated a few degrees)");
         }
         match (self.query_view, self.view) {
             (0, 0) => turned.to_string(),
@@ -618,7 +621,7 @@ pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Resul
     let rescore = Rescore::of(hashes);
     let mut codes = hashes.pdq.dihedral.to_vec();
     codes.extend(trimmed.iter().flat_map(|t| t.pdq.dihedral));
-    codes.extend(hashes.tiles.iter().chain(&hashes.framed).flat_map(|t| t.dihedral));
+    codes.extend(hashes.tiles.iter().chain(&hashes.framed).chain(&hashes.upright).flat_map(|t| t.dihedral));
     let quality = hashes.views().iter().map(|v| v.quality).max().unwrap_or(0);
     match_queries(index, hashes.pdq.hash(), quality, Some(hashes.phash), &codes, Some(&rescore), query)
 }
@@ -631,6 +634,8 @@ struct Rescore {
     tiles: Vec<[Hash256; 8]>,
     /// The picture framed inside the listing (query view [`FRAMED_VIEW`]).
     framed: Vec<[Hash256; 8]>,
+    /// The listing turned upright (query view [`UPRIGHT_VIEW`]).
+    upright: Vec<[Hash256; 8]>,
 }
 
 /// The query view number of a collage's tiles (0: the whole listing, 1: its content
@@ -639,6 +644,8 @@ pub const TILE_VIEW: u8 = 2;
 /// The query view number of the picture framed inside the listing (a screenshot's
 /// photo), whole or inside its own uniform borders.
 pub const FRAMED_VIEW: u8 = 3;
+/// The query view number of the listing turned upright when it shows a small rotation.
+pub const UPRIGHT_VIEW: u8 = 4;
 
 impl Rescore {
     fn of(hashes: &ImageHashes) -> Rescore {
@@ -647,6 +654,7 @@ impl Rescore {
             content: hashes.trimmed.as_ref().map(|t| t.pdq.dihedral),
             tiles: hashes.tiles.iter().map(|t| t.dihedral).collect(),
             framed: hashes.framed.iter().map(|t| t.dihedral).collect(),
+            upright: hashes.upright.iter().map(|t| t.dihedral).collect(),
         }
     }
 
@@ -657,7 +665,8 @@ impl Rescore {
         let query_views = std::iter::once((&self.whole, 0))
             .chain(self.content.iter().map(|c| (c, 1)))
             .chain(self.tiles.iter().map(|t| (t, TILE_VIEW)))
-            .chain(self.framed.iter().map(|t| (t, FRAMED_VIEW)));
+            .chain(self.framed.iter().map(|t| (t, FRAMED_VIEW)))
+            .chain(self.upright.iter().map(|t| (t, UPRIGHT_VIEW)));
         let mut pairs: Vec<(&[Hash256; 8], u8, &Hash256, u8)> = Vec::new();
         for (q, qv) in query_views {
             pairs.extend(stored.iter().map(|&(code, v)| (q, qv, code, v)));
