@@ -12,6 +12,10 @@ use super::{open_writable, read_input, IndexArgs, EXIT_OK, EXIT_PARTIAL};
 use crate::hash::{self, DecodeLimits, ImageError};
 use crate::index::{AddOutcome, Label, NewEntry};
 
+/// Brands with more stored entries than this are not listed up front by `index` (see
+/// [`run`]).
+const PRECHECK_LIMIT: u64 = 4_000_000;
+
 /// What the manifest CSV says about one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestRow {
@@ -151,8 +155,13 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
     let progress = progress_bar(files.len() as u64, args.quiet);
     let default_label = Label::from(args.label);
     // A run that was interrupted is simply run again: what it stored is skipped after
-    // reading and a SHA-256, before any decoding.
-    let stored = index.stored_files(&args.brand).context("listing the brand's stored files")?;
+    // reading and a SHA-256, before any decoding (for brands of up to PRECHECK_LIMIT
+    // entries, ~40 bytes each in memory; beyond, the catalog still finds duplicates,
+    // after hashing).
+    let stored = index
+        .stored_files(&args.brand, PRECHECK_LIMIT)
+        .context("listing the brand's stored files")?
+        .unwrap_or_default();
     // The next batch is hashed on all cores while this thread's writer commits the last
     // one (fsyncs included), so the cores do not wait for the disk.
     let (batches, written) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, Prepared)>>(1);

@@ -557,10 +557,22 @@ impl Catalog {
         Ok((out, deleted as u64))
     }
 
-    /// The label and SHA-256 of every live entry of a brand.
-    pub fn stored_files(&self, brand: &str) -> Result<HashSet<(Label, [u8; 32])>, IndexError> {
+    /// The label and SHA-256 of every live entry of a brand, unless it has more than
+    /// `limit` of them.
+    pub fn stored_files(&self, brand: &str, limit: u64) -> Result<Option<HashSet<(Label, [u8; 32])>>, IndexError> {
         let ctx = |e| IndexError::sqlite("listing a brand's files", e);
         let conn = self.conn();
+        let count: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM entries e JOIN brands b ON e.brand_id = b.id
+                 WHERE b.name = ?1 AND e.deleted_at IS NULL",
+                [brand],
+                |r| r.get(0),
+            )
+            .map_err(ctx)?;
+        if count as u64 > limit {
+            return Ok(None);
+        }
         let mut stmt = conn
             .prepare(
                 "SELECT e.label, e.sha256 FROM entries e JOIN brands b ON e.brand_id = b.id
@@ -575,7 +587,7 @@ impl Catalog {
                 out.insert((label, sha));
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Brand number for a name, if the brand exists.

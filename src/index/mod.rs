@@ -610,10 +610,15 @@ impl Index {
         self.catalog.list(brand, label, offset, limit)
     }
 
-    /// The label and SHA-256 of every live entry of `brand`: what re-indexing would find
-    /// already present (so `lookalike index` can skip those files before hashing them).
-    pub fn stored_files(&self, brand: &str) -> Result<std::collections::HashSet<(Label, [u8; 32])>, IndexError> {
-        self.catalog.stored_files(brand)
+    /// The label and SHA-256 of every live entry of `brand`, unless it has more than
+    /// `limit`: what re-indexing would find already present (so `lookalike index` can
+    /// skip those files before hashing them).
+    pub fn stored_files(
+        &self,
+        brand: &str,
+        limit: u64,
+    ) -> Result<Option<std::collections::HashSet<(Label, [u8; 32])>>, IndexError> {
+        self.catalog.stored_files(brand, limit)
     }
 
     /// Brand number of a brand name (for filters), if the brand exists.
