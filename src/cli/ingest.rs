@@ -1,6 +1,6 @@
 //! `lookalike index`: walk, hash on all cores, write in batches, report.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{open_writable, read_input, IndexArgs, EXIT_OK, EXIT_PARTIAL};
 use crate::hash::{self, DecodeLimits, ImageError};
-use crate::index::{AddOutcome, Label, NewEntry};
+use crate::index::{AddOutcome, Label, NewEntry, StoredFiles};
 
 /// Brands with more stored entries than this are not listed up front by `index` (see
 /// [`run`]).
@@ -237,7 +237,7 @@ fn prepare(
     row: Option<&ManifestRow>,
     brand: &str,
     label: Label,
-    stored: &HashSet<(Label, [u8; 32])>,
+    stored: &StoredFiles,
     limits: &DecodeLimits,
 ) -> Prepared {
     let bytes = match read_input(path, limits) {

@@ -559,7 +559,7 @@ impl Catalog {
 
     /// The label and SHA-256 of every live entry of a brand, unless it has more than
     /// `limit` of them.
-    pub fn stored_files(&self, brand: &str, limit: u64) -> Result<Option<HashSet<(Label, [u8; 32])>>, IndexError> {
+    pub fn stored_files(&self, brand: &str, limit: u64) -> Result<Option<StoredFiles>, IndexError> {
         let ctx = |e| IndexError::sqlite("listing a brand's files", e);
         let conn = self.conn();
         let count: i64 = conn
@@ -599,6 +599,9 @@ impl Catalog {
             .map_err(|e| IndexError::sqlite("looking up a brand", e))
     }
 }
+
+/// The (label, SHA-256) of stored files: what re-indexing would find present.
+pub type StoredFiles = HashSet<(Label, [u8; 32])>;
 
 /// Live entries per (brand, label), and the number of deleted entries.
 pub type Counts = (Vec<(String, Label, u64)>, u64);

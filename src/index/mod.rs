@@ -30,7 +30,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-pub use catalog::{AddOutcome, Entry, NewEntry, Selector, MAX_FEATURE_BYTES, MAX_VIEWS};
+pub use catalog::{AddOutcome, Entry, NewEntry, Selector, StoredFiles, MAX_FEATURE_BYTES, MAX_VIEWS};
 pub use hnsw::HnswParams;
 pub use manifest::Manifest;
 
@@ -613,11 +613,7 @@ impl Index {
     /// The label and SHA-256 of every live entry of `brand`, unless it has more than
     /// `limit`: what re-indexing would find already present (so `lookalike index` can
     /// skip those files before hashing them).
-    pub fn stored_files(
-        &self,
-        brand: &str,
-        limit: u64,
-    ) -> Result<Option<std::collections::HashSet<(Label, [u8; 32])>>, IndexError> {
+    pub fn stored_files(&self, brand: &str, limit: u64) -> Result<Option<StoredFiles>, IndexError> {
         self.catalog.stored_files(brand, limit)
     }
 
