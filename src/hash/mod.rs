@@ -174,7 +174,7 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
 
 /// PDQ of the picture framed inside the image ([`trim::framed_picture`]) and of its
 /// content inside its own uniform borders, each when it has detail enough to hash.
-fn framed_picture(decoded: &DecodedImage, small: &(Vec<f32>, usize, usize)) -> Vec<pdq::PdqHashes> {
+fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced) -> Vec<pdq::PdqHashes> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let Some(rect) = trim::framed_picture_reduced(&decoded.luma, w, h, small) else {
         return Vec::new();
@@ -187,34 +187,32 @@ fn framed_picture(decoded: &DecodedImage, small: &(Vec<f32>, usize, usize)) -> V
     }) {
         return Vec::new();
     }
-    let mut scratch = pdq::PdqScratch::default();
-    let mut plane = trim::crop(&decoded.luma, w, rect);
-    let mut hashes = Vec::new();
-    if let Some(c) = trim::content_rect(&plane, rect.width, rect.height) {
-        hashes.push(pdq::hash_luma(&mut trim::crop(&plane, rect.width, c), c.width, c.height, &mut scratch));
-    }
-    hashes.push(pdq::hash_luma(&mut plane, rect.width, rect.height, &mut scratch));
-    hashes.retain(|p| p.quality >= MIN_TILE_QUALITY);
-    hashes
+    content_and_whole(trim::crop(&decoded.luma, w, rect), rect.width, rect.height)
 }
 
 /// PDQ of the image turned upright ([`deskew::skew`], [`deskew::rotate`]), whole and
 /// inside the uniform borders that the fill of the turn leaves (the photo itself), each
 /// when it has detail enough to hash. Empty when no small rotation shows.
-fn upright(decoded: &DecodedImage, small: &(Vec<f32>, usize, usize)) -> Vec<pdq::PdqHashes> {
+fn upright(decoded: &DecodedImage, small: &trim::Reduced) -> Vec<pdq::PdqHashes> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     // The angle does not depend on the scale: read it on the reduced plane.
-    let Some(degrees) = deskew::skew(&small.0, small.1, small.2) else {
+    let Some(degrees) = deskew::skew(&small.plane, small.width, small.height) else {
         return Vec::new();
     };
     let fill = deskew::border_level(&decoded.luma, w, h);
-    let mut plane = deskew::rotate(&decoded.luma, w, h, -degrees, fill);
+    content_and_whole(deskew::rotate(&decoded.luma, w, h, -degrees, fill), w, h)
+}
+
+/// PDQ of a `width × height` plane inside its own uniform borders (when it has them)
+/// and whole, those with detail enough to match ([`MIN_TILE_QUALITY`]).
+fn content_and_whole(mut plane: Vec<f32>, width: usize, height: usize) -> Vec<pdq::PdqHashes> {
     let mut scratch = pdq::PdqScratch::default();
     let mut hashes = Vec::new();
-    if let Some(c) = trim::content_rect(&plane, w, h) {
-        hashes.push(pdq::hash_luma(&mut trim::crop(&plane, w, c), c.width, c.height, &mut scratch));
+    if let Some(c) = trim::content_rect(&plane, width, height) {
+        hashes.push(pdq::hash_luma(&mut trim::crop(&plane, width, c), c.width, c.height, &mut scratch));
     }
-    hashes.push(pdq::hash_luma(&mut plane, w, h, &mut scratch));
+    // Hashing uses the plane as scratch: the whole goes last.
+    hashes.push(pdq::hash_luma(&mut plane, width, height, &mut scratch));
     hashes.retain(|p| p.quality >= MIN_TILE_QUALITY);
     hashes
 }

@@ -215,16 +215,11 @@ pub fn framed_picture(luma: &[f32], width: usize, height: usize) -> Option<Rect>
 
 /// [`framed_picture`] with the plane already reduced by [`reduced`] to [`FRAME_SIDE`]
 /// (shared with other passes over the same image).
-pub fn framed_picture_reduced(
-    luma: &[f32],
-    width: usize,
-    height: usize,
-    small: &(Vec<f32>, usize, usize),
-) -> Option<Rect> {
+pub fn framed_picture_reduced(luma: &[f32], width: usize, height: usize, small: &Reduced) -> Option<Rect> {
     if width < 32 || height < 32 {
         return None;
     }
-    let (plane, w, h) = (&small.0, small.1, small.2);
+    let (plane, w, h) = (&small.plane, small.width, small.height);
     let factor = width / w;
     // Distances in plane pixels, on the reduced plane.
     let reduced = |v: usize| v.div_ceil(factor);
@@ -415,13 +410,20 @@ fn edge_lines(plane: &[f32], w: usize, h: usize, gap: usize) -> (Vec<EdgeLine>, 
     (strongest(&mut columns, min_side(h), true), strongest(&mut rows, min_side(w), false))
 }
 
+/// A plane box-averaged by a whole factor (see [`reduced`]).
+pub struct Reduced {
+    pub plane: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+}
+
 /// The plane box-averaged by the least whole factor that brings its longer side to
-/// `side` or under, with its new width and height.
-pub fn reduced(luma: &[f32], width: usize, height: usize, side: usize) -> (Vec<f32>, usize, usize) {
+/// `side` or under.
+pub fn reduced(luma: &[f32], width: usize, height: usize, side: usize) -> Reduced {
     let factor = width.max(height).div_ceil(side);
     let (w, h) = (width / factor, height / factor);
     let plane = if factor == 1 { luma.to_vec() } else { box_reduce(luma, width, w, h, factor) };
-    (plane, w, h)
+    Reduced { plane, width: w, height: h }
 }
 
 /// A `width`-wide plane averaged over `factor × factor` blocks into `w × h`.
