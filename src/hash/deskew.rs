@@ -32,7 +32,7 @@ pub fn skew(luma: &[f32], width: usize, height: usize) -> Option<f32> {
     if width < 32 || height < 32 {
         return None;
     }
-    let trim::Reduced { plane, width: w, height: h } = trim::reduced(luma, width, height, SKEW_SIDE);
+    let trim::Reduced { plane, width: w, height: h, .. } = trim::reduced(luma, width, height, SKEW_SIDE);
     // Smooth (two 5-pixel box passes ≈ a Gaussian of σ ≈ 2): a rotated edge drawn
     // without antialiasing is a staircase whose own steps are axis-aligned.
     let plane = box_blur(&box_blur(&plane, w, h, 2), w, h, 2);

@@ -174,7 +174,7 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
 
 /// PDQ of the picture framed inside the image ([`trim::framed_picture`]) and of its
 /// content inside its own uniform borders, each when it has detail enough to hash.
-fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced) -> Vec<pdq::PdqHashes> {
+fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<pdq::PdqHashes> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let Some(rect) = trim::framed_picture_reduced(&decoded.luma, w, h, small) else {
         return Vec::new();
@@ -193,7 +193,7 @@ fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced) -> Vec<pdq::Pdq
 /// PDQ of the image turned upright ([`deskew::skew`], [`deskew::rotate`]), whole and
 /// inside the uniform borders that the fill of the turn leaves (the photo itself), each
 /// when it has detail enough to hash. Empty when no small rotation shows.
-fn upright(decoded: &DecodedImage, small: &trim::Reduced) -> Vec<pdq::PdqHashes> {
+fn upright(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<pdq::PdqHashes> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     // The angle does not depend on the scale: read it on the reduced plane.
     let Some(degrees) = deskew::skew(&small.plane, small.width, small.height) else {

@@ -8,6 +8,8 @@
 //! inside the border therefore stops the trim on that side only where it covers enough
 //! of a line.
 
+use std::borrow::Cow;
+
 /// Luma levels (0–255) a background pixel may differ from the border's colour: enough
 /// for JPEG noise and gentle vignetting, not for a product's edge.
 const TOLERANCE: f32 = 14.0;
@@ -155,8 +157,10 @@ const EDGE_STEP: f32 = 3.0;
 /// the page in the same colour for a moment).
 const EDGE_GAP: usize = 8;
 /// A corner joins two edge lines when one of them ends within this many plane pixels
-/// of it; a side's line may fall short of the side by this many plus 4% of its length.
+/// of it.
 const CORNER_SLACK: usize = 6;
+/// A side's line may fall short of the side by this many plane pixels plus 4% of its
+/// length at each end.
 const SIDE_SLACK: usize = 3;
 /// A framed picture spans at least this share of each side of the image…
 const MIN_FRAMED_SIDE: f32 = 0.3;
@@ -219,8 +223,7 @@ pub fn framed_picture_reduced(luma: &[f32], width: usize, height: usize, small: 
     if width < 32 || height < 32 {
         return None;
     }
-    let (plane, w, h) = (&small.plane, small.width, small.height);
-    let factor = width / w;
+    let (plane, w, h, factor) = (&small.plane, small.width, small.height, small.factor);
     // Distances in plane pixels, on the reduced plane.
     let reduced = |v: usize| v.div_ceil(factor);
     let (gap, corner, side) = (reduced(EDGE_GAP), reduced(CORNER_SLACK), reduced(SIDE_SLACK));
@@ -410,20 +413,23 @@ fn edge_lines(plane: &[f32], w: usize, h: usize, gap: usize) -> (Vec<EdgeLine>, 
     (strongest(&mut columns, min_side(h), true), strongest(&mut rows, min_side(w), false))
 }
 
-/// A plane box-averaged by a whole factor (see [`reduced`]).
-pub struct Reduced {
-    pub plane: Vec<f32>,
+/// A plane box-averaged by a whole factor (see [`reduced`]); the plane itself, not a
+/// copy, when the factor is 1.
+pub struct Reduced<'a> {
+    pub plane: Cow<'a, [f32]>,
     pub width: usize,
     pub height: usize,
+    /// Plane pixels per reduced pixel, each way.
+    pub factor: usize,
 }
 
 /// The plane box-averaged by the least whole factor that brings its longer side to
 /// `side` or under.
-pub fn reduced(luma: &[f32], width: usize, height: usize, side: usize) -> Reduced {
+pub fn reduced(luma: &[f32], width: usize, height: usize, side: usize) -> Reduced<'_> {
     let factor = width.max(height).div_ceil(side);
     let (w, h) = (width / factor, height / factor);
-    let plane = if factor == 1 { luma.to_vec() } else { box_reduce(luma, width, w, h, factor) };
-    Reduced { plane, width: w, height: h }
+    let plane = if factor == 1 { Cow::Borrowed(luma) } else { Cow::Owned(box_reduce(luma, width, w, h, factor)) };
+    Reduced { plane, width: w, height: h, factor }
 }
 
 /// A `width`-wide plane averaged over `factor × factor` blocks into `w × h`.
