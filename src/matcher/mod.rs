@@ -321,7 +321,7 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
     let missing: Vec<_> =
         verified.iter().map(|(id, _)| *id).filter(|id| !result.matches.iter().any(|m| m.entry.id == *id)).collect();
     let mut entries = if missing.is_empty() { Default::default() } else { index.entries(&missing)? };
-    let rescore = Rescore::of(&analysis.hashes);
+    let rescore = Rescore { hashes: &analysis.hashes };
     for (id, v) in verified {
         if let Some(m) = result.matches.iter_mut().find(|m| m.entry.id == id) {
             m.verified = Some(v);
@@ -617,25 +617,16 @@ pub fn match_hash(index: &Index, pdq: Hash256, quality: u8, query: &Query) -> Re
 /// contents of the same shot can land 40+ bits apart, and easy edits were lost
 /// (tools/eval tune split: easy tier 80% against 95% for plain dihedral PDQ).
 pub fn match_hashes(index: &Index, hashes: &ImageHashes, query: &Query) -> Result<MatchResult, MatchError> {
-    let trimmed = hashes.trimmed.as_ref();
-    let rescore = Rescore::of(hashes);
-    let mut codes = hashes.pdq.dihedral.to_vec();
-    codes.extend(trimmed.iter().flat_map(|t| t.pdq.dihedral));
-    codes.extend(hashes.tiles.iter().chain(&hashes.framed).chain(&hashes.upright).flat_map(|t| t.dihedral));
+    let rescore = Rescore { hashes };
+    let codes: Vec<Hash256> = rescore.views().flat_map(|(dihedral, _)| dihedral.iter().copied()).collect();
     let quality = hashes.views().iter().map(|v| v.quality).max().unwrap_or(0);
     match_queries(index, hashes.pdq.hash(), quality, Some(hashes.phash), &codes, Some(&rescore), query)
 }
 
-/// The query's views, to score each candidate over the allowed pairs of views.
-struct Rescore {
-    whole: [Hash256; 8],
-    content: Option<[Hash256; 8]>,
-    /// A collage's tiles (query view [`TILE_VIEW`]).
-    tiles: Vec<[Hash256; 8]>,
-    /// The picture framed inside the listing (query view [`FRAMED_VIEW`]).
-    framed: Vec<[Hash256; 8]>,
-    /// The listing turned upright (query view [`UPRIGHT_VIEW`]).
-    upright: Vec<[Hash256; 8]>,
+/// The query's views, to search with and to score each candidate over the allowed
+/// pairs of views.
+struct Rescore<'a> {
+    hashes: &'a ImageHashes,
 }
 
 /// The query view number of a collage's tiles (0: the whole listing, 1: its content
@@ -647,32 +638,28 @@ pub const FRAMED_VIEW: u8 = 3;
 /// The query view number of the listing turned upright when it shows a small rotation.
 pub const UPRIGHT_VIEW: u8 = 4;
 
-impl Rescore {
-    fn of(hashes: &ImageHashes) -> Rescore {
-        Rescore {
-            whole: hashes.pdq.dihedral,
-            content: hashes.trimmed.as_ref().map(|t| t.pdq.dihedral),
-            tiles: hashes.tiles.iter().map(|t| t.dihedral).collect(),
-            framed: hashes.framed.iter().map(|t| t.dihedral).collect(),
-            upright: hashes.upright.iter().map(|t| t.dihedral).collect(),
+impl Rescore<'_> {
+    /// Each view's 8 orientations with its query view number: the whole listing, its
+    /// content inside uniform borders, a collage's tiles ([`TILE_VIEW`]), the picture
+    /// framed inside it ([`FRAMED_VIEW`]), the listing turned upright ([`UPRIGHT_VIEW`]).
+    fn views(&self) -> impl Iterator<Item = (&[Hash256; 8], u8)> {
+        fn tagged(views: &[crate::hash::PdqHashes], number: u8) -> impl Iterator<Item = (&[Hash256; 8], u8)> {
+            views.iter().map(move |v| (&v.dihedral, number))
         }
+        let h = self.hashes;
+        std::iter::once((&h.pdq.dihedral, 0))
+            .chain(h.trimmed.iter().map(|t| (&t.pdq.dihedral, 1)))
+            .chain(tagged(&h.tiles, TILE_VIEW))
+            .chain(tagged(&h.framed, FRAMED_VIEW))
+            .chain(tagged(&h.upright, UPRIGHT_VIEW))
     }
 
     /// Best (distance, orientation, stored view, query view) over the allowed pairs.
     fn score(&self, entry: &Entry) -> Option<(u32, u8, u8, u8)> {
         let stored: Vec<(&Hash256, u8)> =
             std::iter::once((&entry.pdq, 0)).chain(entry.views.first().map(|v| (v, 1))).collect();
-        let query_views = std::iter::once((&self.whole, 0))
-            .chain(self.content.iter().map(|c| (c, 1)))
-            .chain(self.tiles.iter().map(|t| (t, TILE_VIEW)))
-            .chain(self.framed.iter().map(|t| (t, FRAMED_VIEW)))
-            .chain(self.upright.iter().map(|t| (t, UPRIGHT_VIEW)));
-        let mut pairs: Vec<(&[Hash256; 8], u8, &Hash256, u8)> = Vec::new();
-        for (q, qv) in query_views {
-            pairs.extend(stored.iter().map(|&(code, v)| (q, qv, code, v)));
-        }
-        pairs
-            .into_iter()
+        self.views()
+            .flat_map(|(q, qv)| stored.iter().map(move |&(code, v)| (q, qv, code, v)))
             .flat_map(|(q, qv, stored, v)| {
                 q.iter().enumerate().map(move |(o, code)| (code.distance(stored), o as u8, v, qv))
             })
@@ -686,7 +673,7 @@ fn match_queries(
     quality: u8,
     phash: Option<u64>,
     queries: &[Hash256],
-    rescore: Option<&Rescore>,
+    rescore: Option<&Rescore<'_>>,
     query: &Query,
 ) -> Result<MatchResult, MatchError> {
     query.thresholds.validate()?;
