@@ -562,17 +562,6 @@ impl Catalog {
     pub fn stored_files(&self, brand: &str, limit: u64) -> Result<Option<StoredFiles>, IndexError> {
         let ctx = |e| IndexError::sqlite("listing a brand's files", e);
         let conn = self.conn();
-        let count: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM entries e JOIN brands b ON e.brand_id = b.id
-                 WHERE b.name = ?1 AND e.deleted_at IS NULL",
-                [brand],
-                |r| r.get(0),
-            )
-            .map_err(ctx)?;
-        if count as u64 > limit {
-            return Ok(None);
-        }
         let mut stmt = conn
             .prepare(
                 "SELECT e.label, e.sha256 FROM entries e JOIN brands b ON e.brand_id = b.id
@@ -581,7 +570,10 @@ impl Catalog {
             .map_err(ctx)?;
         let rows = stmt.query_map([brand], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))).map_err(ctx)?;
         let mut out = HashSet::new();
-        for row in rows {
+        for (read, row) in rows.enumerate() {
+            if read as u64 >= limit {
+                return Ok(None);
+            }
             let (label, sha) = row.map_err(ctx)?;
             if let (Ok(label), Ok(sha)) = (label.parse(), <[u8; 32]>::try_from(sha)) {
                 out.insert((label, sha));
