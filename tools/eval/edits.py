@@ -13,6 +13,13 @@ Tiers (see README.md for the exact ranges):
   hard    off-centre crop of 20-30% per side length, rotation 90/270 and 180, small
           rotation +-3-10 deg, screenshot frame (picture = 60-80% of the canvas area),
           2x2 collage, perspective
+
+ctx["variant"] = "b" switches to other parameters (PROFILES["b"]) and other templates:
+pad to 4:5 / 16:9 with blurred bars, a phone-app screenshot (picture 45-70% of the
+screen), an uneven 2x2 collage, a translucent shop watermark with the text labels.
+
+`logo_recolour` (the brand's logo re-rendered in another colour, build_corpus.py) is not
+an image edit but is named and tiered like one (medium): RECOLOUR below.
 """
 
 from __future__ import annotations
@@ -27,6 +34,30 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 RESAMPLE = Image.BICUBIC
+
+# Edit parameters per corpus variant (ctx["variant"], default "a"). Variant "b" uses other
+# ranges and other screenshot / collage / pad templates, so a method tuned on variant a
+# is also measured on edits it was not tuned on.
+PROFILES = {
+    "a": {"jpeg": (30, 90), "resize": (0.25, 2.0), "brightness": (0.7, 1.3), "contrast": (0.7, 1.3),
+          "gamma": (0.6, 1.6), "saturation": (0.6, 1.4), "crop_small": (0.03, 0.10), "text_size": (0.05, 0.12),
+          "text_items": (1, 2), "blur": (0.8, 3.0), "noise": (4, 14), "hue": (15, 60),
+          "crop_offcentre": (0.20, 0.30), "offcentre_share": (0.8, 1.0), "rotate_small": (3, 10),
+          "screenshot_cover": (0.60, 0.80), "perspective": (0.06, 0.15), "perspective_jitter": 0.02},
+    "b": {"jpeg": (20, 75), "resize": (0.2, 1.6), "brightness": (0.6, 1.4), "contrast": (0.6, 1.4),
+          "gamma": (0.5, 1.8), "saturation": (0.5, 1.5), "crop_small": (0.06, 0.14), "text_size": (0.04, 0.09),
+          "text_items": (2, 3), "blur": (0.5, 2.2), "noise": (3, 18), "hue": (10, 90),
+          "crop_offcentre": (0.15, 0.35), "offcentre_share": (0.65, 1.0), "rotate_small": (2, 15),
+          "screenshot_cover": (0.45, 0.70), "perspective": (0.12, 0.25), "perspective_jitter": 0.03},
+}
+
+
+def P(ctx) -> dict:
+    return PROFILES[(ctx or {}).get("variant", "a")]
+
+
+def V(ctx) -> str:
+    return (ctx or {}).get("variant", "a")
 
 
 @dataclass(frozen=True)
@@ -49,7 +80,7 @@ def _u(rng: random.Random, lo: float, hi: float, nd: int = 3) -> float:
 # ------------------------------------------------------------------ easy
 
 def jpeg(img, rng, ctx):
-    q = rng.randint(30, 90)
+    q = rng.randint(*P(ctx)["jpeg"])
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=q)
     buf.seek(0)
@@ -58,43 +89,45 @@ def jpeg(img, rng, ctx):
 
 
 def resize(img, rng, ctx):
-    s = round(math.exp(rng.uniform(math.log(0.25), math.log(2.0))), 3)
+    lo, hi = P(ctx)["resize"]
+    s = round(math.exp(rng.uniform(math.log(lo), math.log(hi))), 3)
     w, h = img.size
     size = (max(16, round(w * s)), max(16, round(h * s)))
     return img.resize(size, Image.LANCZOS if s < 1 else RESAMPLE), {"scale": s, "size": list(size)}
 
 
 def brightness(img, rng, ctx):
-    f = _u(rng, 0.7, 1.3)
+    f = _u(rng, *P(ctx)["brightness"])
     return ImageEnhance.Brightness(img).enhance(f), {"factor": f}
 
 
 def contrast(img, rng, ctx):
-    f = _u(rng, 0.7, 1.3)
+    f = _u(rng, *P(ctx)["contrast"])
     return ImageEnhance.Contrast(img).enhance(f), {"factor": f}
 
 
 def gamma(img, rng, ctx):
-    g = _u(rng, 0.6, 1.6)
+    g = _u(rng, *P(ctx)["gamma"])
     lut = [min(255, round(255 * (i / 255) ** g)) for i in range(256)]
     return img.point(lut * 3), {"gamma": g}
 
 
 def saturation(img, rng, ctx):
-    f = _u(rng, 0.6, 1.4)
+    f = _u(rng, *P(ctx)["saturation"])
     return ImageEnhance.Color(img).enhance(f), {"factor": f}
 
 
 # ------------------------------------------------------------------ medium
 
-def _crop(img, rng, lo, hi, offcentre):
+def _crop(img, rng, lo, hi, offcentre, share_range=(0.8, 1.0)):
     w, h = img.size
     fx, fy = _u(rng, lo, hi), _u(rng, lo, hi)
     box = []
     for size, f in ((w, fx), (h, fy)):
         cut = round(size * f)
         if offcentre:  # most of the cut on one side
-            share = rng.uniform(0.0, 0.2) if rng.random() < 0.5 else rng.uniform(0.8, 1.0)
+            a_, b_ = share_range
+            share = rng.uniform(1 - b_, 1 - a_) if rng.random() < 0.5 else rng.uniform(a_, b_)
         else:
             share = rng.random()
         a = round(cut * share)
@@ -105,7 +138,7 @@ def _crop(img, rng, lo, hi, offcentre):
 
 
 def crop_small(img, rng, ctx):
-    return _crop(img, rng, 0.03, 0.10, offcentre=False)
+    return _crop(img, rng, *P(ctx)["crop_small"], offcentre=False)
 
 
 PRICE_TEXTS = ["${p}", "{p} EUR", "GBP {p}", "SALE -{d}%", "ONLY ${p}", "NEW", "FREE SHIPPING", "HOT DEAL",
@@ -118,10 +151,11 @@ def text_overlay(img, rng, ctx):
     w, h = img.size
     d = ImageDraw.Draw(img, "RGBA")
     items = []
-    for _ in range(rng.randint(1, 2)):
+    p = P(ctx)
+    for _ in range(rng.randint(*p["text_items"])):
         t = rng.choice(PRICE_TEXTS).format(p=f"{rng.randint(5, 499)}.{rng.choice(['99', '95', '00', '49'])}",
                                             d=rng.choice([10, 20, 30, 40, 50, 70]))
-        size = max(10, round(min(w, h) * rng.uniform(0.05, 0.12)))
+        size = max(10, round(min(w, h) * rng.uniform(*p["text_size"])))
         font = _font(size)
         l, tp, r, b = d.textbbox((0, 0), t, font=font)
         tw, th = r - l, b - tp
@@ -134,11 +168,34 @@ def text_overlay(img, rng, ctx):
         d.rectangle((x, y, x + tw + 2 * pad, y + th + 2 * pad), fill=bg + (alpha,))
         d.text((x + pad - l, y + pad - tp), t, font=font, fill=fg + (255,))
         items.append({"text": t, "size": size, "at": [x, y], "box_alpha": alpha})
+    if V(ctx) == "b" and rng.random() < 0.5:  # a shop's translucent watermark across the picture
+        t = rng.choice(["best_deals_24", "SHOP-OUTLET", "@top.seller", "ORIGINAL 100%"])
+        size = max(12, round(min(w, h) * rng.uniform(0.06, 0.1)))
+        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        ImageDraw.Draw(layer).text((w * rng.uniform(0.05, 0.3), h * rng.uniform(0.3, 0.6)), t, font=_font(size),
+                                   fill=(255, 255, 255, rng.choice([70, 100, 130])))
+        layer = layer.rotate(rng.uniform(-30, 30), resample=RESAMPLE)
+        img = Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+        items.append({"watermark": t, "size": size})
     return img, {"items": items}
 
 
 def pad_square(img, rng, ctx):
     w, h = img.size
+    if V(ctx) == "b":  # b: pad to 4:5 or 16:9 (or 1:1), bars of a blurred stretch of the picture or a colour
+        aspect = rng.choice([0.8, 16 / 9, 1.0])
+        W, H = (max(w, round(h * aspect)), max(h, round(w / aspect)))
+        if (W, H) == (w, h):
+            W, H = round(w * 1.12), round(h * 1.12)
+        if rng.random() < 0.5:
+            out = img.resize((W, H), Image.BILINEAR).filter(ImageFilter.GaussianBlur(max(W, H) / 30))
+            colour = "blurred"
+        else:
+            colour = rng.choice([(250, 250, 250), (20, 20, 20), (230, 225, 215)])
+            out = Image.new("RGB", (W, H), colour)
+            colour = list(colour)
+        out.paste(img, ((W - w) // 2, (H - h) // 2))
+        return out, {"colour": colour, "size": [W, H], "aspect": round(aspect, 3)}
     n = max(w, h)
     colour = rng.choice([(255, 255, 255), (0, 0, 0), (240, 240, 240), (128, 128, 128)])
     out = Image.new("RGB", (n, n), colour)
@@ -160,12 +217,12 @@ def grayscale(img, rng, ctx):
 
 
 def blur(img, rng, ctx):
-    r = round(rng.uniform(0.8, 3.0) * max(img.size) / 1000, 2)
+    r = round(rng.uniform(*P(ctx)["blur"]) * max(img.size) / 1000, 2)
     return img.filter(ImageFilter.GaussianBlur(max(0.5, r))), {"radius": max(0.5, r)}
 
 
 def noise(img, rng, ctx):
-    sigma = _u(rng, 4, 14, 1)
+    sigma = _u(rng, *P(ctx)["noise"], 1)
     nrng = np.random.default_rng(rng.getrandbits(63))
     a = np.asarray(img, dtype=np.float32)
     a = a + nrng.normal(0, sigma, a.shape).astype(np.float32)
@@ -173,7 +230,7 @@ def noise(img, rng, ctx):
 
 
 def hue_shift(img, rng, ctx):
-    deg = rng.choice([-1, 1]) * rng.randint(15, 60)
+    deg = rng.choice([-1, 1]) * rng.randint(*P(ctx)["hue"])
     hsv = np.asarray(img.convert("HSV")).copy()
     hsv[..., 0] = (hsv[..., 0].astype(np.int16) + round(deg * 256 / 360)) % 256
     return Image.fromarray(hsv, "HSV").convert("RGB"), {"degrees": deg}
@@ -182,7 +239,7 @@ def hue_shift(img, rng, ctx):
 # ------------------------------------------------------------------ hard
 
 def crop_offcentre(img, rng, ctx):
-    return _crop(img, rng, 0.20, 0.30, offcentre=True)
+    return _crop(img, rng, *P(ctx)["crop_offcentre"], offcentre=True, share_range=P(ctx)["offcentre_share"])
 
 
 def rotate90(img, rng, ctx):
@@ -195,8 +252,8 @@ def rotate180(img, rng, ctx):
 
 
 def rotate_small(img, rng, ctx):
-    ang = rng.choice([-1, 1]) * _u(rng, 3, 10, 1)
-    fill = rng.choice([(255, 255, 255), (0, 0, 0)])
+    ang = rng.choice([-1, 1]) * _u(rng, *P(ctx)["rotate_small"], 1)
+    fill = rng.choice([(255, 255, 255), (0, 0, 0)] if V(ctx) == "a" else [(128, 128, 128), (240, 240, 240), (30, 30, 30)])
     return img.rotate(ang, resample=RESAMPLE, expand=True, fillcolor=fill), {"degrees_ccw": ang, "fill": list(fill)}
 
 
@@ -205,7 +262,10 @@ UI_WORDS = ["Add to cart", "Buy now", "Free delivery", "In stock", "Seller: best
 
 
 def screenshot(img, rng, ctx):
-    """A marketplace page or app screen grab: the picture covers 60-80% of the canvas."""
+    """A marketplace page or app screen grab: the picture covers 60-80% of the canvas
+    (variant b: a phone app page, 45-70%)."""
+    if V(ctx) == "b":
+        return screenshot_app(img, rng, ctx)
     cover = _u(rng, 0.60, 0.80)
     s = _u(rng, 0.6, 1.0)
     w, h = max(16, round(img.size[0] * s)), max(16, round(img.size[1] * s))
@@ -262,6 +322,8 @@ def screenshot(img, rng, ctx):
 
 def collage2x2(img, rng, ctx):
     w, h = img.size
+    if V(ctx) == "b":
+        return collage_uneven(img, rng, ctx)
     gut = rng.randint(2, 10)
     cw, chh = (w - gut) // 2, (h - gut) // 2
     cell = rng.randrange(4)
@@ -281,6 +343,85 @@ def collage2x2(img, rng, ctx):
     return canvas, {"cell": cell, "cells": pics, "gutter": gut}
 
 
+def screenshot_app(img, rng, ctx):
+    """Variant b: a phone app's product page: top bar, the picture (rounded corners) over
+    45-70% of the screen, a thumbnail strip, price and buttons, a bottom navigation bar."""
+    cover = _u(rng, *P(ctx)["screenshot_cover"])
+    w0, h0 = img.size
+    cw = rng.choice([720, 828, 1080])
+    s = cw * rng.uniform(0.86, 1.0) / w0
+    w, h = max(16, round(w0 * s)), max(16, round(h0 * s))
+    ch = max(h + 40, round(w * h / cover / cw))
+    dark = rng.random() < 0.4
+    bg = (18, 18, 20) if dark else (246, 246, 248)
+    ink = (235, 235, 235) if dark else (20, 20, 20)
+    canvas = Image.new("RGB", (cw, ch), bg)
+    d = ImageDraw.Draw(canvas)
+    fs = max(10, round(cw * 0.035))
+    f = _font(fs)
+    bar = round(fs * 2.4)
+    top = min(bar + rng.randint(0, fs), ch - h)
+    d.rectangle((0, 0, cw, bar), fill=(255, 255, 255) if not dark else (35, 35, 40))
+    d.text((fs, bar // 2 - fs // 2), rng.choice(["< Back", "Search products", "Shop"]), font=f, fill=ink)
+    left = (cw - w) // 2
+    pic = img.resize((w, h), Image.LANCZOS)
+    m = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(m).rounded_rectangle((0, 0, w - 1, h - 1), radius=max(2, round(min(w, h) * 0.04)), fill=255)
+    canvas.paste(pic, (left, top), m)
+    y = top + h + fs // 2
+    if y + fs * 3 < ch:
+        t = min(round(fs * 2.6), ch - y - 2)
+        for x in range(fs, cw - t, t + fs // 2):
+            d.rounded_rectangle((x, y, x + t, y + t), radius=fs // 3, fill=(60, 60, 66) if dark else (220, 220, 226))
+        y += t + fs // 2
+    while y + fs * 2 < ch - bar:
+        if rng.random() < 0.4:
+            d.text((fs, y), f"US ${rng.randint(3, 250)}.{rng.choice(['99', '49', '00'])}", font=_font(round(fs * 1.4)),
+                   fill=(230, 60, 40))
+            y += round(fs * 2.2)
+        else:
+            d.text((fs, y), rng.choice(UI_WORDS), font=f, fill=ink)
+            y += round(fs * 1.7)
+    d.rectangle((0, ch - bar, cw, ch), fill=(255, 255, 255) if not dark else (35, 35, 40))
+    for i, word in enumerate(["Home", "Cart", "Me"]):
+        d.text((fs + i * cw // 3, ch - bar + bar // 3), word, font=f, fill=ink)
+    area = (w * h) / (cw * ch)
+    return canvas, {"template": "app", "cover": round(area, 3), "picture_scale": round(s, 3), "canvas": [cw, ch],
+                    "at": [left, top], "dark": dark}
+
+
+def collage_uneven(img, rng, ctx):
+    """Variant b: a 2x2 collage with uneven cells (the picture's cell 40-60% of each side)
+    and thick coloured gutters."""
+    w, h = img.size
+    gut = rng.randint(6, 24)
+    fx, fy = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6)
+    colour = rng.choice([(255, 255, 255), (240, 240, 240), (20, 20, 20), (250, 220, 200)])
+    W, H = w, h
+    xs = [0, round((W - gut) * fx) + gut]
+    ws = [round((W - gut) * fx), W - gut - round((W - gut) * fx)]
+    ys = [0, round((H - gut) * fy) + gut]
+    hs = [round((H - gut) * fy), H - gut - round((H - gut) * fy)]
+    cell = rng.randrange(4)
+    others = ctx["fillers"](3, rng)
+    canvas = Image.new("RGB", (W, H), colour)
+    pics, k = [], 0
+    for i in range(4):
+        cx, cy = i % 2, i // 2
+        size = (max(8, ws[cx]), max(8, hs[cy]))
+        if i == cell:
+            p = ImageOps.fit(img, size, Image.LANCZOS)
+            pics.append("query")
+        else:
+            name, other = others[k]
+            k += 1
+            p = ImageOps.fit(other, size, Image.LANCZOS)
+            pics.append(name)
+        canvas.paste(p, (xs[cx], ys[cy]))
+    return canvas, {"template": "uneven", "cell": cell, "cells": pics, "gutter": gut,
+                    "split": [round(fx, 3), round(fy, 3)]}
+
+
 def _perspective_coeffs(src, dst):
     # coefficients mapping output (dst) points to input (src) points, as PIL wants
     m = []
@@ -294,7 +435,7 @@ def _perspective_coeffs(src, dst):
 
 def perspective(img, rng, ctx):
     w, h = img.size
-    k = _u(rng, 0.06, 0.15)
+    k = _u(rng, *P(ctx)["perspective"])
     side = rng.choice(["left", "right", "top", "bottom"])
     dx, dy = k * w, k * h
     dst = [[0, 0], [w, 0], [w, h], [0, h]]
@@ -306,7 +447,8 @@ def perspective(img, rng, ctx):
         dst[0][0] += dx; dst[1][0] -= dx
     else:
         dst[3][0] += dx; dst[2][0] -= dx
-    jitter = [[p[0] + rng.uniform(-0.02, 0.02) * w, p[1] + rng.uniform(-0.02, 0.02) * h] for p in dst]
+    j = P(ctx)["perspective_jitter"]
+    jitter = [[p[0] + rng.uniform(-j, j) * w, p[1] + rng.uniform(-j, j) * h] for p in dst]
     coeffs = _perspective_coeffs([(0, 0), (w, 0), (w, h), (0, h)], jitter)
     out = img.transform((w, h), Image.PERSPECTIVE, coeffs, RESAMPLE, fillcolor=(255, 255, 255))
     return out, {"strength": k, "side": side}
@@ -336,6 +478,8 @@ EDITS = [
     Edit("perspective", "hard", 2, perspective),
 ]
 BY_NAME = {e.name: e for e in EDITS}
+RECOLOUR = "logo_recolour"
+RECOLOUR_TIER = "medium"
 TIERS = ["easy", "medium", "hard"]
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 # Edits that do not go together in one chain (same group: at most one of them).
@@ -363,7 +507,7 @@ def apply_chain(img: Image.Image, names: list[str], rng: random.Random, ctx: dic
     for i, n in enumerate(names):
         e = BY_NAME[n]
         if n == "jpeg" and i == len(names) - 1:
-            q = rng.randint(30, 90)
+            q = rng.randint(*P(ctx)["jpeg"])
             done.append({"name": n, "tier": e.tier, "params": {"quality": q}})
             final_q = q
             break

@@ -30,22 +30,27 @@ def _lum(c):
     return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 
 
-def random_layout(rng: random.Random, template: str | None = None) -> dict:
+def random_layout(rng: random.Random, template: str | None = None, variant: str = "a") -> dict:
+    """Variant "a": the original ranges; "b": other canvas sizes, smaller products further
+    off centre, smaller logos, greyer backgrounds."""
     t = template or rng.choice(TEMPLATES)
-    w = rng.choice([800, 900, 1000])
-    h = rng.choice([w, w, round(w * 1.25), round(w * 0.8)])
+    b = variant == "b"
+    w = rng.choice([720, 840, 1100] if b else [800, 900, 1000])
+    h = rng.choice([w, round(w * 0.75), round(w * 1.33)] if b else [w, w, round(w * 1.25), round(w * 0.8)])
     prod = rng.choice(PRODUCT_COLOURS) if t != "print" else (255, 255, 255)
     inks = [c for c in INKS if abs(_lum(c) - _lum(prod)) > 70]
     ink = rng.choice(inks)
     return {
         "template": t, "size": [w, h], "product": list(prod), "ink": list(ink),
-        "scale": round(rng.uniform(0.62, 0.85), 3),       # product height / canvas height (approx.)
-        "dx": round(rng.uniform(-0.05, 0.05), 3), "dy": round(rng.uniform(-0.04, 0.04), 3),
-        "logo": round(rng.uniform(0.32, 0.5) if t != "print" else rng.uniform(0.45, 0.7), 3),  # logo box / product width
+        "scale": round(rng.uniform(0.5, 0.7) if b else rng.uniform(0.62, 0.85), 3),  # product height / canvas height (approx.)
+        "dx": round(rng.uniform(-0.12, 0.12) if b else rng.uniform(-0.05, 0.05), 3),
+        "dy": round(rng.uniform(-0.08, 0.08) if b else rng.uniform(-0.04, 0.04), 3),
+        "logo": round((rng.uniform(0.18, 0.34) if t != "print" else rng.uniform(0.3, 0.5)) if b else
+                      (rng.uniform(0.32, 0.5) if t != "print" else rng.uniform(0.45, 0.7)), 3),  # logo box / product width
         "logo_dy": round(rng.uniform(-0.08, 0.08), 3),
         "shadow": round(rng.uniform(0.15, 0.45), 3),
         "shade": round(rng.uniform(0.0, 0.18), 3),        # vertical shading on the product
-        "bg": rng.choice([255, 255, 252, 248]),
+        "bg": rng.choice([238, 242, 246, 250] if b else [255, 255, 252, 248]),
     }
 
 
@@ -72,6 +77,13 @@ def ink_coverage(svg_path: str) -> float:
 
 def logo_signature(svg_path: str) -> np.ndarray:
     return (np.asarray(logo_mask(svg_path, 24), dtype=np.float32) / 255 > 0.5)
+
+
+def logo_rgba(svg_path: str, px: int, colour) -> Image.Image:
+    m = logo_mask(svg_path, px)
+    im = Image.new("RGBA", m.size, tuple(colour) + (0,))
+    im.putalpha(m)
+    return im
 
 
 def render(layout: dict, svg_path: str) -> Image.Image:
