@@ -56,6 +56,9 @@ import edits as edits_mod  # noqa: E402
 
 FPR_TARGETS = (0.01, 0.001)
 METHODS = ["lookalike", "pdq", "pdq-dihedral", "phash", "dhash"]
+# "lookalike-confidence" is not a method of its own: the same lookalike run scored by its
+# best match's confidence, reported when the binary gives one.
+REPORT_METHODS = ["lookalike", "lookalike-confidence", "pdq", "pdq-dihedral", "phash", "dhash"]
 BITS = {"lookalike": 256, "pdq": 256, "pdq-dihedral": 256, "phash": 64, "dhash": 64}
 
 
@@ -94,10 +97,34 @@ def score_verified(result: dict) -> tuple[float, str | None]:
     return float(best["distance"]), best.get("external_id")
 
 
+def score_confidence(result: dict) -> tuple[float, str | None]:
+    """The best match's `confidence` (higher = more likely a copy), negated. NaN when the
+    binary gives no confidence (older builds): the scorer is then skipped."""
+    matches = result.get("matches") or []
+    if "error" in result or not matches:
+        return math.inf, None
+    best = matches[0]
+    c = best.get("confidence")
+    if c is None:
+        return math.nan, best.get("external_id")
+    return -float(c), best.get("external_id")
+
+
 LOOKALIKE_SCORERS = {
     "distance": score_distance,
     "verified": score_verified,
+    "confidence": score_confidence,
 }
+FLAG_VERDICTS = {"KNOWN_FAKE", "BRAND_PHOTO_REUSED"}
+
+
+def lookalike_verdict(result: dict) -> tuple[str, str | None]:
+    """(verdict, the external id of the match it rests on): lookalike's verdict is its
+    best match's (matches are sorted best first)."""
+    if "error" in result:
+        return "ERROR", None
+    matches = result.get("matches") or []
+    return result.get("verdict", "?"), (matches[0].get("external_id") if matches else None)
 
 
 def lookalike_score(result: dict, how: str = "distance") -> tuple[float, str | None]:
@@ -169,8 +196,10 @@ def run_lookalike(exe: Path, indexed: list[dict], queries: list[dict], corpus: P
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     scores, best, hash_ms, search_ms, errors = [], [], [], [], 0
+    raw = []
     for p in paths:
         obj = results.get(p, {"error": "no output"})
+        raw.append(obj)
         s, b = lookalike_score(obj, how)
         scores.append(s)
         best.append(b)
@@ -179,7 +208,7 @@ def run_lookalike(exe: Path, indexed: list[dict], queries: list[dict], corpus: P
         else:
             hash_ms.append(obj["hash_ms"])
             search_ms.append(obj["search_ms"])
-    return {"scores": np.array(scores, dtype=np.float64), "best": best, "errors": errors,
+    return {"scores": np.array(scores, dtype=np.float64), "best": best, "errors": errors, "raw": raw,
             "index_seconds": index_s, "query_seconds": query_s, "query_cpu_seconds": query_cpu, "binary": ident,
             "index_calls": len(by_brand),
             "query_calls": len(chunks), "indexed_records": stats,
@@ -320,6 +349,23 @@ def threshold_at(neg: np.ndarray, target: float, candidates: np.ndarray) -> floa
     return float(ok.max()) if len(ok) else -math.inf
 
 
+NEAR_MISS = {"same_shot_other_logo", "same_object_new_layout", "product_hard"}
+
+
+def neg_group(q: dict) -> str:
+    """A negative's kind (queries.jsonl `kind`; corpora before it: `source_kind`), the
+    same-shot ones split by whether the other logo has the genuine logo's colour."""
+    k = q.get("kind") or q["source_kind"]
+    if k == "same_shot_other_logo":
+        return k + (" (same colour)" if q.get("same_colour") else " (other colour)")
+    return k
+
+
+def pos_group(q: dict) -> str:
+    k = q["source_kind"]
+    return "stamp" if k == "stamp_recolour" else k
+
+
 def metrics(scores: np.ndarray, best: list, queries: list[dict]) -> dict:
     lab = np.array([q["label"] == "positive" for q in queries])
     pos, neg = scores[lab], scores[~lab]
@@ -345,10 +391,15 @@ def metrics(scores: np.ndarray, best: list, queries: list[dict]) -> dict:
                    for tier in edits_mod.TIERS}
     res["tier_all"] = {tier: tpr_where(lambda q, tier=tier: q["tier"] == tier) for tier in edits_mod.TIERS}
     res["chains"] = tpr_where(lambda q: q["chain"])
-    res["edit"] = {e.name: tpr_where(lambda q, n=e.name: not q["chain"] and q["edits"][0]["name"] == n)
+    res["edit"] = {e.name: tpr_where(lambda q, n=e.name: not q["chain"] and q["edits"] and q["edits"][0]["name"] == n)
                    for e in edits_mod.EDITS}
-    # the same without the hard same-layout negatives
-    keep = np.array([q["label"] == "positive" or q["source_kind"] != "product_hard" for q in queries])
+    res["recolour"] = tpr_where(lambda q: bool(q.get("logo_recolour")))
+    res["recolour_alone"] = tpr_where(lambda q: bool(q.get("logo_recolour")) and len(q["edits"]) == 1)
+    res["recolour_edited"] = tpr_where(lambda q: bool(q.get("logo_recolour")) and len(q["edits"]) > 1)
+    res["pos_kind"] = {k: tpr_where(lambda q, k=k: pos_group(q) == k)
+                       for k in sorted({pos_group(q) for q in queries if q["label"] == "positive"})}
+    # the same without the near-miss negatives (another logo on a genuine shot or object)
+    keep = np.array([q["label"] == "positive" or neg_group(q).split(" (")[0] not in NEAR_MISS for q in queries])
     neg2 = scores[keep & ~lab]
     res["no_hard"] = {"n_neg": int(len(neg2))}
     for f in FPR_TARGETS:
@@ -357,13 +408,61 @@ def metrics(scores: np.ndarray, best: list, queries: list[dict]) -> dict:
         res["no_hard"][f"tpr@{f}"] = float(np.mean(pos <= t2))
     # negatives: where the false positives come from
     t1 = res[f"thr@{FPR_TARGETS[0]}"]
-    kinds = sorted({q["source_kind"] for q in queries if q["label"] == "negative"})
+    kinds = sorted({neg_group(q) for q in queries if q["label"] == "negative"})
     res["neg_kind"] = {}
     for k in kinds:
-        s = np.array([sc for q, sc in zip(queries, scores) if q["label"] == "negative" and q["source_kind"] == k])
+        s = np.array([sc for q, sc in zip(queries, scores) if q["label"] == "negative" and neg_group(q) == k])
         res["neg_kind"][k] = {"n": len(s), "median": float(np.median(s)), "p1": float(np.percentile(s, 1)),
                               "fp@1%": int((s <= t1).sum()), "fp@0.1%": int((s <= t).sum())}
     return res
+
+
+def verdict_metrics(raw: list[dict], queries: list[dict]) -> dict:
+    """lookalike at its defaults: a query is flagged when its verdict is KNOWN_FAKE or
+    BRAND_PHOTO_REUSED (REVIEW is not a flag); a positive counts when the verdict's match
+    is the image it was made from."""
+    rows = []
+    for q, obj in zip(queries, raw):
+        v, ext = lookalike_verdict(obj)
+        rows.append((q, v in FLAG_VERDICTS, v == "REVIEW", ext == q["source"]))
+    out = {"neg": {}, "pos": {}}
+    negs = [r for r in rows if r[0]["label"] == "negative"]
+    for k in ["all negatives"] + sorted({neg_group(r[0]) for r in negs}) + \
+            (["same_shot_other_logo (all)"] if any(neg_group(r[0]).startswith("same_shot") for r in negs) else []):
+        sel = [r for r in negs if k == "all negatives" or neg_group(r[0]) == k or
+               (k == "same_shot_other_logo (all)" and neg_group(r[0]).startswith("same_shot"))]
+        out["neg"][k] = {"n": len(sel), "flag": sum(r[1] for r in sel), "review": sum(r[2] for r in sel)}
+    pos = [r for r in rows if r[0]["label"] == "positive"]
+    groups = [("all positives", lambda q: True)] + \
+             [(f"{t} (incl. chains)", lambda q, t=t: q["tier"] == t) for t in edits_mod.TIERS] + \
+             [(f"{t}, single edit", lambda q, t=t: q["tier"] == t and not q["chain"]) for t in edits_mod.TIERS] + \
+             [("chains", lambda q: q["chain"]), ("logo_recolour", lambda q: bool(q.get("logo_recolour")))] + \
+             [(f"source: {k}", lambda q, k=k: pos_group(q) == k) for k in sorted({pos_group(r[0]) for r in pos})]
+    for name, pred in groups:
+        sel = [r for r in pos if pred(r[0])]
+        out["pos"][name] = {"n": len(sel), "flag_right": sum(r[1] and r[3] for r in sel),
+                            "flag_or_review_right": sum((r[1] or r[2]) and r[3] for r in sel),
+                            "flag_wrong": sum(r[1] and not r[3] for r in sel)}
+    return out
+
+
+def reliability(conf: np.ndarray, queries: list[dict], best: list) -> list[dict]:
+    """10 bins of predicted confidence vs the observed share of true copies (positives)
+    and of positives whose best match is their own source."""
+    lab = np.array([q["label"] == "positive" for q in queries])
+    right = np.array([q["label"] == "positive" and b == q["source"] for q, b in zip(queries, best)])
+    c = np.where(np.isfinite(conf), conf, 0.0)
+    lo, hi = (0.0, 1.0) if (c.min() >= 0 and c.max() <= 1) else (float(c.min()), float(c.max()))
+    edges = np.linspace(lo, hi, 11)
+    out = []
+    for i in range(10):
+        sel = (c >= edges[i]) & ((c < edges[i + 1]) if i < 9 else (c <= edges[i + 1]))
+        n = int(sel.sum())
+        out.append({"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": n,
+                    "mean_conf": float(c[sel].mean()) if n else math.nan,
+                    "copies": float(lab[sel].mean()) if n else math.nan,
+                    "right_source": float(right[sel].mean()) if n else math.nan})
+    return out
 
 
 # ============================================================================ report
@@ -384,8 +483,14 @@ def md_table(head: list[str], rows: list[list[str]], align: str | None = None) -
     return "\n".join(lines)
 
 
+def fmt_threshold(m: str, t: float) -> str:
+    if m == "lookalike-confidence":
+        return "–" if t == -math.inf else f"confidence ≥ {-t:.4g}"
+    return f"≤ {fmt_thr(t)} of {BITS[m]}"
+
+
 def render_report(ctx: dict, res: dict, perf: dict) -> str:
-    methods = [m for m in METHODS if m in res]
+    methods = [m for m in REPORT_METHODS if m in res]
     out = [f"# lookalike evaluation — split `{ctx['split']}`", ""]
     out.append(f"Generated {ctx['when']} by `{ctx['command']}`.")
     out.append("")
@@ -416,8 +521,9 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
     rows = []
     for m in methods:
         r = res[m]
-        rows.append([m, fmt_pct(r["tpr@0.01"]), f"≤ {fmt_thr(r['thr@0.01'])} of {BITS[m]} ({r['fp@0.01']} FP)",
-                     fmt_pct(r["tpr@0.001"]), f"≤ {fmt_thr(r['thr@0.001'])} of {BITS[m]} ({r['fp@0.001']} FP)", f"{fmt_pct(r['top1'])} (n={r['top1_n']})",
+        rows.append([m, fmt_pct(r["tpr@0.01"]), f"{fmt_threshold(m, r['thr@0.01'])} ({r['fp@0.01']} FP)",
+                     fmt_pct(r["tpr@0.001"]), f"{fmt_threshold(m, r['thr@0.001'])} ({r['fp@0.001']} FP)",
+                     f"{fmt_pct(r['top1'])} (n={r['top1_n']})",
                      fmt_pct(r["top1_all"]), f"{perf[m]['images_per_s']:.0f}"])
     out.append(md_table(["method", "TPR @ FPR 1%", "distance threshold", "TPR @ FPR 0.1%", "distance threshold",
                          "top-1 source acc. (matched @ 0.1%)", "top-1, all positives", "hash images/s per core"],
@@ -429,8 +535,8 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
                    "that column is noisy.")
     out.append("")
     nh = res[methods[0]]["no_hard"]["n_neg"]
-    out.append(f"Without the hard negatives (`product_hard`: another logo on a genuine shot's exact layout), "
-               f"thresholds set on the other {nh} negatives only:")
+    out.append(f"Without the near-miss negatives (`same_shot_other_logo`, `same_object_new_layout`: another "
+               f"logo on a genuine shot or its object), thresholds set on the other {nh} negatives only:")
     out.append("")
     rows = [[m, fmt_pct(res[m]["no_hard"]["tpr@0.01"]), fmt_thr(res[m]["no_hard"]["thr@0.01"]),
              fmt_pct(res[m]["no_hard"]["tpr@0.001"]), fmt_thr(res[m]["no_hard"]["thr@0.001"])] for m in methods]
@@ -441,9 +547,12 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
     any_m = res[methods[0]]
     head = ["method"] + [f"{t} (n={any_m['tier'][t][1]})" for t in edits_mod.TIERS] + \
            [f"chains (n={any_m['chains'][1]})"] + [f"all {t} incl. chains (n={any_m['tier_all'][t][1]})"
-                                                 for t in edits_mod.TIERS]
+                                                 for t in edits_mod.TIERS] + \
+           [f"logo_recolour (n={any_m['recolour'][1]})"] + \
+           [f"source {k} (n={v[1]})" for k, v in any_m["pos_kind"].items()]
     rows = [[m] + [fmt_pct(res[m]["tier"][t][0]) for t in edits_mod.TIERS] + [fmt_pct(res[m]["chains"][0])] +
-            [fmt_pct(res[m]["tier_all"][t][0]) for t in edits_mod.TIERS] for m in methods]
+            [fmt_pct(res[m]["tier_all"][t][0]) for t in edits_mod.TIERS] + [fmt_pct(res[m]["recolour"][0])] +
+            [fmt_pct(res[m]["pos_kind"][k][0]) for k in any_m["pos_kind"]] for m in methods]
     out.append(md_table(head, rows))
     out.append("")
     out.append("## TPR per edit (single-edit queries, at the FPR 0.1% threshold)")
@@ -454,13 +563,19 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
         rows.append([e.name, e.tier, str(n)] + [fmt_pct(res[m]["edit"][e.name][0]) for m in methods])
     rows.append(["chain of 2–3", "max of its edits", str(any_m["chains"][1])] +
                 [fmt_pct(res[m]["chains"][0]) for m in methods])
+    rows.append(["logo_recolour alone", edits_mod.RECOLOUR_TIER, str(any_m["recolour_alone"][1])] +
+                [fmt_pct(res[m]["recolour_alone"][0]) for m in methods])
+    rows.append(["logo_recolour + edits", "max of its edits", str(any_m["recolour_edited"][1])] +
+                [fmt_pct(res[m]["recolour_edited"][0]) for m in methods])
     out.append(md_table(["edit", "tier", "n"] + methods, rows, "llr" + "r" * len(methods)))
     out.append("")
     out.append("## Negatives: where false positives come from")
     out.append("")
-    out.append("Per kind of negative source: median and 1st-percentile best-match distance, and false positives "
-               "at the 1% / 0.1% thresholds. `product_hard` = a genuine product shot's exact layout with "
-               "another logo.")
+    out.append("Per kind of negative: median and 1st-percentile best-match score, and false positives "
+               "at the 1% / 0.1% thresholds. `same_shot_other_logo` = a genuine shot's exact frame with another "
+               "brand's logo (same colour as the genuine logo or not); `same_object_new_layout` = a genuine "
+               "shot's object in another layout with another logo; `unrelated` = product shots of other "
+               "objects and logos; `photo` = other photos.")
     out.append("")
     kinds = list(any_m["neg_kind"])
     head = ["method"] + [f"{k} (n={any_m['neg_kind'][k]['n']}): median / p1 / FP 1% / FP 0.1%" for k in kinds]
@@ -469,10 +584,46 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
             for m in methods]
     out.append(md_table(head, rows))
     out.append("")
+    if ctx.get("verdicts"):
+        vm = ctx["verdicts"]
+        out.append("## lookalike at its defaults (verdicts)")
+        out.append("")
+        out.append("A query is *flagged* when lookalike's verdict is KNOWN_FAKE or BRAND_PHOTO_REUSED (REVIEW is "
+                   "not a flag). Negatives: share flagged (false flags) and share sent to REVIEW, per kind.")
+        out.append("")
+        rows = [[k, str(v["n"]), f"{fmt_pct(v['flag'] / v['n'] if v['n'] else math.nan)} ({v['flag']})",
+                 f"{fmt_pct(v['review'] / v['n'] if v['n'] else math.nan)} ({v['review']})"]
+                for k, v in vm["neg"].items()]
+        out.append(md_table(["negatives", "n", "flagged", "REVIEW"], rows, "lrrr"))
+        out.append("")
+        out.append("Positives: flagged with the right source (the verdict's match is the image the query was made "
+                   "from), flagged or REVIEW with the right source, and flagged with a wrong source.")
+        out.append("")
+        rows = [[k, str(v["n"]), fmt_pct(v["flag_right"] / v["n"] if v["n"] else math.nan),
+                 fmt_pct(v["flag_or_review_right"] / v["n"] if v["n"] else math.nan), str(v["flag_wrong"])]
+                for k, v in vm["pos"].items()]
+        out.append(md_table(["positives", "n", "flagged, right source", "flagged or REVIEW, right source",
+                             "flagged, wrong source"], rows, "lrrrr"))
+        out.append("")
+    if ctx.get("confidence_note"):
+        out.append("## lookalike by confidence")
+        out.append("")
+        out.append(ctx["confidence_note"])
+        out.append("")
+        if ctx.get("reliability"):
+            out.append("Reliability: queries binned by their best match's confidence; observed share of true copies "
+                       "(positives) and of positives whose best match is their own source.")
+            out.append("")
+            rows = [[f"{b['lo']:.2f}–{b['hi']:.2f}", str(b["n"]),
+                     "–" if math.isnan(b["mean_conf"]) else f"{b['mean_conf']:.3f}",
+                     fmt_pct(b["copies"]), fmt_pct(b["right_source"])] for b in ctx["reliability"]]
+            out.append(md_table(["confidence", "n", "mean confidence", "copies", "copies, right source"], rows,
+                                "lrrrr"))
+            out.append("")
     out.append("## Throughput")
     out.append("")
     rows = []
-    for m in methods:
+    for m in [m for m in methods if m in perf]:
         p = perf[m]
         rows.append([m, f"{p['images_per_s']:.0f}", p["detail"]])
     out.append(md_table(["method", "images/s per core", "detail"], rows, "lrl"))
@@ -544,7 +695,33 @@ def main(argv=None, ctx_command: str | None = None) -> int:
             sys.exit(f"{exe} not found: run `cargo build --release` first")
         print("lookalike: indexing and querying ...", flush=True)
         lk = run_lookalike(exe, indexed, queries, corpus, args.jobs, args.chunk, args.lookalike_score, args.workdir)
+        # every query's raw answer, for fitting a confidence model on per-match evidence later
+        raw_path = corpus / f"lookalike-{args.split}.jsonl"
+        with open(raw_path, "w") as f:
+            for q, obj in zip(queries, lk["raw"]):
+                f.write(json.dumps({"query": q["id"], **obj}, separators=(",", ":")) + "\n")
+        conf = [score_confidence(o) for o in lk["raw"]]
+        has_conf = any(not math.isnan(c[0]) and math.isfinite(c[0]) for c in conf)
+        if args.lookalike_score == "confidence" and not has_conf:
+            print("  the binary gives no `confidence`: scoring lookalike by `verified` instead", flush=True)
+            args.lookalike_score = "verified"
+            sc = [score_verified(o) for o in lk["raw"]]
+            lk["scores"] = np.array([x[0] for x in sc], dtype=np.float64)
+            lk["best"] = [x[1] for x in sc]
         res["lookalike"] = metrics(lk["scores"], lk["best"], queries)
+        verdicts = verdict_metrics(lk["raw"], queries)
+        if has_conf:
+            cs = np.array([math.inf if math.isnan(c[0]) else c[0] for c in conf], dtype=np.float64)
+            cbest = [c[1] for c in conf]
+            res["lookalike-confidence"] = metrics(cs, cbest, queries)
+            perf["lookalike-confidence"] = None  # filled below from lookalike's
+            rel = reliability(np.where(np.isfinite(cs), -cs, 0.0), queries, cbest)
+            conf_note = ("`lookalike-confidence` in the tables above: the same run, each query scored by its best "
+                         "match's `confidence` (higher = more likely a copy); thresholds set on the negatives.")
+        else:
+            rel = None
+            conf_note = ("The binary's matches carry no `confidence` field: the confidence scorer and the "
+                         "reliability table are skipped.")
         cpu_ms = 1000.0 * lk["query_cpu_seconds"] / len(queries)
         perf["lookalike"] = {"images_per_s": 1000.0 / cpu_ms,
                              "detail": f"CPU {cpu_ms:.1f} ms per query image, everything included (process start "
@@ -557,6 +734,8 @@ def main(argv=None, ctx_command: str | None = None) -> int:
         for d in (31, 45):
             fixed[f"tpr{d}"] = float(np.mean(lk["scores"][lab] <= d))
             fixed[f"fpr{d}"] = float(np.mean(lk["scores"][~lab] <= d))
+        if "lookalike-confidence" in perf:
+            perf["lookalike-confidence"] = dict(perf["lookalike"], detail="the lookalike run above")
         print(f"  done: index {lk['index_seconds']:.1f} s, queries {lk['query_seconds']:.1f} s", flush=True)
         all_scores = {"lookalike": lk}
     else:
@@ -578,10 +757,11 @@ def main(argv=None, ctx_command: str | None = None) -> int:
     # per-query scores for digging
     with open(corpus / f"scores-{args.split}.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["query", "label", "source", "tier", "chain", "edits"] +
+        w.writerow(["query", "label", "kind", "source", "tier", "chain", "edits"] +
                    [f"{m}_{k}" for m in all_scores for k in ("score", "best")])
         for i, q in enumerate(queries):
-            w.writerow([q["id"], q["label"], q["source"], q["tier"], int(q["chain"]),
+            w.writerow([q["id"], q["label"], neg_group(q) if q["label"] == "negative" else pos_group(q), q["source"],
+                        q["tier"], int(q["chain"]),
                         "+".join(e["name"] for e in q["edits"])] +
                        [v for m in all_scores for v in (all_scores[m]["scores"][i], all_scores[m]["best"][i])])
 
@@ -601,14 +781,17 @@ def main(argv=None, ctx_command: str | None = None) -> int:
         "n_genuine": len(genuine), "genuine_kinds": ", ".join(f"{v} {k}" for k, v in sp["genuine_by_kind"].items()),
         "n_brands": sp["brands"], "n_distractors": len(distractors),
         "n_pos": sum(q["label"] == "positive" for q in queries), "n_neg": sum(q["label"] == "negative" for q in queries),
-        "neg_kinds": ", ".join(f"{v} from {k} sources" for k, v in
-                               sorted(_count(q["source_kind"] for q in queries if q["label"] == "negative").items())),
+        "neg_kinds": ", ".join(f"{v} {k}" for k, v in
+                               sorted(_count(neg_group(q) for q in queries if q["label"] == "negative").items())),
         "lookalike": str(args.lookalike), "lookalike_score": args.lookalike_score, "git": git,
         "versions": {"pdqhash": pdq_v, "imagehash": imagehash.__version__, "pillow": PIL.__version__,
                      "numpy": np.__version__},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
                    f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end",
-        "jobs": args.jobs, "fixed": fixed, "binary": all_scores.get("lookalike", {}).get("binary"),
+        "jobs": args.jobs, "fixed": fixed,
+        "verdicts": verdicts if "lookalike" in methods else None,
+        "confidence_note": conf_note if "lookalike" in methods else None,
+        "reliability": rel if "lookalike" in methods else None, "binary": all_scores.get("lookalike", {}).get("binary"),
         "total_seconds": time.perf_counter() - t_start,
     }
     report = render_report(ctx, res, perf)
@@ -617,7 +800,9 @@ def main(argv=None, ctx_command: str | None = None) -> int:
     results.write_text(report)
     print()
     print(report)
-    print(f"(written to {results}; per-query scores in {corpus / f'scores-{args.split}.csv'})")
+    print(f"(written to {results}; per-query scores in {corpus / f'scores-{args.split}.csv'}"
+          + (f"; lookalike's raw answers in {corpus / f'lookalike-{args.split}.jsonl'}" if "lookalike" in methods
+             else "") + ")")
     return 0
 
 
