@@ -18,6 +18,14 @@ distractors) and matches every query by exact nearest-neighbour search:
 
 Python methods search with numpy (XOR + popcount over every indexed code: exact).
 
+lookalike is also read at its defaults: a query is flagged when its verdict is KNOWN_FAKE
+or BRAND_PHOTO_REUSED (REVIEW is not a flag); false-flag rates per negative kind
+(queries.jsonl `kind`: same_shot_other_logo split by same_colour, same_object_new_layout,
+unrelated, photo) and, per positive tier, the share flagged (or flagged or REVIEW) with
+the right source. When its matches carry a `confidence`, it is scored by that too
+("lookalike-confidence") with a reliability table. Every query's raw `query --json`
+object goes to CORPUS/lookalike-SPLIT.jsonl (with "query": its id).
+
 Metrics per method. A query's score is its best match's score (lower = more similar).
 Thresholds are chosen on the negative queries' scores: the largest threshold whose false
 positive rate (share of negatives scoring <= it) is <= 1% or <= 0.1%. At each: TPR (share

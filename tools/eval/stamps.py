@@ -36,6 +36,7 @@ from products import _lum, logo_mask
 PALETTE = [(0, 0, 0), (255, 255, 255), (200, 20, 30), (0, 90, 200), (240, 190, 0), (20, 140, 70),
            (120, 120, 120), (230, 90, 20), (120, 40, 150), (0, 150, 160), (240, 80, 150), (90, 60, 30)]
 PLACES = {"a": ["badge", "below", "on"], "b": ["sticker", "above", "on"]}
+MIN_LOGO_CANVAS = 0.035  # smallest logo: this share of the canvas's short side
 
 
 def _u(rng, lo, hi, nd=3):
@@ -311,7 +312,9 @@ def render(layout: dict, stamp: Image.Image, svg_path: str, title: str, bg_photo
         img.paste((40, 40, 40, 255), (0, 0), layer)
     lg = layout["logo"]
     col = list(colour if colour is not None else lg["colour"])
-    px = max(12, round(lg["frac"] * ow))
+    # the logo's size is a share of the object's width -- of at least 0.6 x its height for
+    # tall narrow objects (a bottle, a guitar) -- and never under 3.5% of the canvas
+    px = max(12, round(lg["frac"] * max(ow, 0.6 * oh)), round(MIN_LOGO_CANVAS * min(W, H)))
     place = lg["place"]
     if place == "on":
         arr = np.asarray(st).astype(np.float32)
