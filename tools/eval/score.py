@@ -491,6 +491,13 @@ def md_table(head: list[str], rows: list[list[str]], align: str | None = None) -
     return "\n".join(lines)
 
 
+def fmt_short(m: str, t: float) -> str:
+    """A score as its method states it: lookalike-confidence's as the confidence itself."""
+    if m == "lookalike-confidence":
+        return "–" if not math.isfinite(t) else f"{-t:.4g}"
+    return fmt_thr(t) if t == -math.inf else f"{t:g}"
+
+
 def fmt_threshold(m: str, t: float) -> str:
     if m == "lookalike-confidence":
         return "–" if t == -math.inf else f"confidence ≥ {-t:.4g}"
@@ -522,7 +529,8 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
                    "distance plus 256, above every distance; otherwise, as for every method, the best "
                    "match's Hamming distance.")
         out.append("")
-    out.append("Score = best match's Hamming distance (lower = closer). Thresholds are set on the negatives; "
+    out.append("Score = best match's Hamming distance (lower = closer; lookalike-confidence: the best match's "
+               "confidence, higher = closer). Thresholds are set on the negatives; "
                "TPR = share of positives at or under them. Top-1 = among positives matched at the 0.1% "
                "threshold, share whose best match is their own source image.")
     out.append("")
@@ -546,8 +554,8 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
     out.append(f"Without the near-miss negatives (`same_shot_other_logo`, `same_object_new_layout`: another "
                f"logo on a genuine shot or its object), thresholds set on the other {nh} negatives only:")
     out.append("")
-    rows = [[m, fmt_pct(res[m]["no_hard"]["tpr@0.01"]), fmt_thr(res[m]["no_hard"]["thr@0.01"]),
-             fmt_pct(res[m]["no_hard"]["tpr@0.001"]), fmt_thr(res[m]["no_hard"]["thr@0.001"])] for m in methods]
+    rows = [[m, fmt_pct(res[m]["no_hard"]["tpr@0.01"]), fmt_short(m, res[m]["no_hard"]["thr@0.01"]),
+             fmt_pct(res[m]["no_hard"]["tpr@0.001"]), fmt_short(m, res[m]["no_hard"]["thr@0.001"])] for m in methods]
     out.append(md_table(["method", "TPR @ FPR 1%", "threshold", "TPR @ FPR 0.1%", "threshold"], rows))
     out.append("")
     out.append("## TPR per tier (at the FPR 0.1% threshold)")
@@ -583,11 +591,12 @@ def render_report(ctx: dict, res: dict, perf: dict) -> str:
                "at the 1% / 0.1% thresholds. `same_shot_other_logo` = a genuine shot's exact frame with another "
                "brand's logo (same colour as the genuine logo or not); `same_object_new_layout` = a genuine "
                "shot's object in another layout with another logo; `unrelated` = product shots of other "
-               "objects and logos; `photo` = other photos.")
+               "objects and logos; `photo` = other photos. For lookalike-confidence the numbers are "
+               "confidences (higher = closer): its median and 99th percentile.")
     out.append("")
     kinds = list(any_m["neg_kind"])
     head = ["method"] + [f"{k} (n={any_m['neg_kind'][k]['n']}): median / p1 / FP 1% / FP 0.1%" for k in kinds]
-    rows = [[m] + [f"{res[m]['neg_kind'][k]['median']:g} / {res[m]['neg_kind'][k]['p1']:g} / "
+    rows = [[m] + [f"{fmt_short(m, res[m]['neg_kind'][k]['median'])} / {fmt_short(m, res[m]['neg_kind'][k]['p1'])} / "
                    f"{res[m]['neg_kind'][k]['fp@1%']} / {res[m]['neg_kind'][k]['fp@0.1%']}" for k in kinds]
             for m in methods]
     out.append(md_table(head, rows))
