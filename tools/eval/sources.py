@@ -217,15 +217,23 @@ def slug(s: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in s)[:48]
 
 
+def reuse_or_reset(out_dir: Path, index_json: Path, refresh: bool) -> dict | None:
+    """What an earlier run built (its index JSON), unless `refresh`; else None, with
+    `out_dir` emptied for a new build."""
+    if index_json.exists() and not refresh:
+        return json.loads(index_json.read_text())
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    return None
+
+
 def build_pool(cache: Path, deb_info: dict, refresh: bool) -> dict:
     import pdqhash
     import skimage
     pool_dir = cache / "pool"
     pool_json = cache / "pool.json"
-    if pool_json.exists() and not refresh:
-        return json.loads(pool_json.read_text())
-    shutil.rmtree(pool_dir, ignore_errors=True)
-    pool_dir.mkdir(parents=True)
+    if (made := reuse_or_reset(pool_dir, pool_json, refresh)) is not None:
+        return made
     photos, dropped = [], []
     kept_hashes: list[tuple[str, np.ndarray]] = []
     for c in candidates(cache):
@@ -333,10 +341,8 @@ def build_stamps(cache: Path, deb_info: dict, photos: list[dict], refresh: bool)
     import pdqhash
     out_dir = cache / "stamps"
     js = cache / "stamps.json"
-    if js.exists() and not refresh:
-        return json.loads(js.read_text())
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
+    if (made := reuse_or_reset(out_dir, js, refresh)) is not None:
+        return made
     # every kept photo's PDQ (original orientation) takes part in the de-duplication
     kept_pdq = []
     kept_ids = []
