@@ -1,9 +1,11 @@
 //! The moderator page in a real browser. The real binary indexes a small catalog and
 //! serves it; headless Chromium, driven over CDP by `headless_chrome`, uploads an edited
 //! copy of a catalog photo and the test checks what a moderator sees: the verdict, the
-//! match cards with their thumbnails, the side-by-side comparison (by mouse and by
-//! keyboard), a narrow window, an API error, pasting and dropping an image, and the
-//! catalog view down to deleting an entry.
+//! match cards with their thumbnails and confidence, the side-by-side comparison (by
+//! mouse and by keyboard) with the evidence drawn on both pictures (the fitted outline,
+//! turned with the listing when it is lined up; for a crop, and for a copy with a part
+//! replaced, that part), a narrow window, an API error, pasting and dropping an image,
+//! and the catalog view down to deleting an entry.
 //!
 //! Needs Debian's `chromium` package (or `CHROME=/path/to/chrome`); without it the test
 //! fails and says so. The screenshot goes to `target/browser-test/moderator.png`;
@@ -248,6 +250,112 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// Whether `text` reads as the page shows a confidence: "confidence 0.93" (or "> 0.99",
+/// "< 0.01" at the ends).
+fn is_confidence_text(text: &str) -> bool {
+    let Some(value) = text.trim().strip_prefix("confidence ") else { return false };
+    let value = value.strip_prefix("> ").or_else(|| value.strip_prefix("< ")).unwrap_or(value);
+    value.len() == 4 && value.parse::<f64>().is_ok_and(|c| (0.0..=1.0).contains(&c))
+}
+
+/// What the comparison draws over each picture (`listing`, `stored`): the overlay's state
+/// and box, the picture's box as object-fit: contain draws it (worked out here from the
+/// image's box and natural size, independently of the page), and the points of the
+/// fitted outline (`quad`) and of the part that differed (`differed`), in the overlay's
+/// own units (CSS px from the picture's top-left corner).
+fn overlays(tab: &Tab) -> Value {
+    eval_json(
+        tab,
+        "(() => {
+            const out = {};
+            const box = (r) => ({left: r.left, top: r.top, width: r.width, height: r.height});
+            const points = (el) => el ? el.getAttribute('points').trim().split(/\\s+/).map(p => p.split(',').map(Number)) : null;
+            for (const [name, image, overlay] of [['listing', '#compare-query', '#compare-query-overlay'],
+                                                  ['stored', '#compare-stored', '#compare-stored-overlay']]) {
+                const img = document.querySelector(image);
+                const svg = document.querySelector(overlay);
+                const r = img.getBoundingClientRect();
+                const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+                const [w, h] = [img.naturalWidth * scale, img.naturalHeight * scale];
+                out[name] = {
+                    state: svg.dataset.state, aligned: svg.dataset.aligned ?? null,
+                    shown: getComputedStyle(svg).display !== 'none', label: svg.getAttribute('aria-label'),
+                    picture: {left: r.left + (r.width - w) / 2, top: r.top + (r.height - h) / 2, width: w, height: h},
+                    svg: box(svg.getBoundingClientRect()),
+                    viewBox: svg.getAttribute('viewBox'),
+                    quad: points(svg.querySelector('polygon.ov-quad')),
+                    differed: points(svg.querySelector('polygon.ov-differed')),
+                    shade: !!svg.querySelector('path.ov-outside'),
+                    tag: svg.querySelector('text.ov-label')?.textContent ?? null,
+                };
+            }
+            return out;
+        })()",
+    )
+}
+
+/// An overlay `o` (one side of [`overlays`]) is drawn, and lies exactly on its picture.
+fn assert_on_picture(o: &Value, what: &str) {
+    assert_eq!(o["state"], "shown", "{what}: no overlay drawn: {o:#}");
+    assert_eq!(o["shown"], true, "{what}: the overlay is hidden: {o:#}");
+    for key in ["left", "top", "width", "height"] {
+        let (svg, picture) = (o["svg"][key].as_f64().unwrap(), o["picture"][key].as_f64().unwrap());
+        assert!((svg - picture).abs() <= 1.0, "{what}: the overlay's {key} is {svg}, the picture's {picture}: {o:#}");
+    }
+    assert!(o["picture"]["width"].as_f64().unwrap() > 100.0, "{what}: the picture is tiny: {o:#}");
+    // Its units are CSS px from the picture's corner (what [`shares`] divides by).
+    let view: Vec<f64> = o["viewBox"].as_str().unwrap().split(' ').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(view[..2], [0.0, 0.0], "{what}: {o:#}");
+    for (v, key) in view[2..].iter().zip(["width", "height"]) {
+        assert!((v - o["picture"][key].as_f64().unwrap()).abs() <= 1.0, "{what}: viewBox {view:?}: {o:#}");
+    }
+}
+
+/// The points of `o`'s `key` polygon, as shares of its picture's width and height.
+fn shares(o: &Value, key: &str) -> Vec<(f64, f64)> {
+    let (w, h) = (o["picture"]["width"].as_f64().unwrap(), o["picture"]["height"].as_f64().unwrap());
+    let points = o[key].as_array().unwrap_or_else(|| panic!("no {key} polygon: {o:#}"));
+    assert_eq!(points.len(), 4, "{key}: {o:#}");
+    points.iter().map(|p| (p[0].as_f64().unwrap() / w, p[1].as_f64().unwrap() / h)).collect()
+}
+
+fn near(p: (f64, f64), q: (f64, f64), tolerance: f64) -> bool {
+    (p.0 - q.0).abs() <= tolerance && (p.1 - q.1).abs() <= tolerance
+}
+
+fn centre(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n)
+}
+
+/// Open the comparison with the first match card, and wait until both pictures and
+/// both overlays are drawn.
+fn open_first_comparison(tab: &Tab) {
+    click(tab, "#matches .match-card");
+    wait_for(tab, "document.querySelector('#compare').open", "the comparison dialog");
+    wait_for(
+        tab,
+        "['#compare-query', '#compare-stored'].every(s => { const i = document.querySelector(s); \
+           return i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 100; }) \
+         && ['#compare-query-overlay', '#compare-stored-overlay'].every(s => document.querySelector(s).dataset.state === 'shown')",
+        "both pictures in the comparison, with their overlays",
+    );
+}
+
+/// Upload `file` and wait for its result.
+fn check_listing(tab: &Tab, file: &Path) {
+    upload(tab, file);
+    let name = file.file_name().unwrap().to_str().unwrap();
+    wait_for(
+        tab,
+        &format!(
+            "document.querySelector('#result').dataset.state === 'done' \
+             && document.querySelector('#query-name').textContent === '{name}'"
+        ),
+        &format!("the result for {name}"),
+    );
+}
+
 /// A small catalog in `dir/data`: four authentic acme photos and one known fake. Sources
 /// are recorded relative to `dir`, so no temp path shows on the page.
 fn build_catalog(dir: &Path) {
@@ -286,6 +394,25 @@ fn moderator_page_in_headless_chromium() {
     let listing = tmp.path().join("listing-astronaut-mirrored.jpg");
     let photo = image::open(fixture("astronaut.jpg")).unwrap().to_rgb8();
     std::fs::write(&listing, common::jpeg(&image::imageops::flip_horizontal(&photo), 70)).unwrap();
+    // Two more, for the evidence in the comparison: astronaut.jpg cropped (16 px off each
+    // side of 512), and astronaut.jpg with another picture's patch (a piece of the cat)
+    // pasted over the mission badge on the suit, the kind of detail-rich part a brand's
+    // logo is: the matcher compares them part by part and, for the second, names that
+    // part as replaced.
+    let cropped = tmp.path().join("listing-astronaut-cropped.jpg");
+    std::fs::write(&cropped, common::jpeg(&image::imageops::crop_imm(&photo, 16, 16, 480, 480).to_image(), 85))
+        .unwrap();
+    let patched = tmp.path().join("listing-astronaut-badge-replaced.jpg");
+    let mut badge_replaced = photo.clone();
+    let cat = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
+    let (badge_x, badge_y, badge_side) = (134, 344, 80);
+    image::imageops::overlay(
+        &mut badge_replaced,
+        &image::imageops::crop_imm(&cat, 150, 60, badge_side, badge_side).to_image(),
+        i64::from(badge_x),
+        i64::from(badge_y),
+    );
+    std::fs::write(&patched, common::jpeg(&badge_replaced, 90)).unwrap();
     let not_an_image = tmp.path().join("notes.txt");
     std::fs::write(&not_an_image, "this is not an image\n").unwrap();
 
@@ -349,6 +476,9 @@ fn moderator_page_in_headless_chromium() {
                     distance: Number(c.dataset.distance), text: c.innerText,
                     view: c.querySelector('.match-view').textContent,
                     reading: c.querySelector('.match-reading').textContent,
+                    confidence: c.querySelector('.match-confidence')?.textContent ?? null,
+                    confidenceValue: c.querySelector('.match-confidence')?.dataset.confidence ?? null,
+                    differs: !!c.querySelector('.match-differs'),
                     thumb: c.querySelector('.match-thumb').getAttribute('src'),
                     thumbUrl: c.querySelector('.match-thumb').dataset.src,
                 })),
@@ -369,6 +499,12 @@ fn moderator_page_in_headless_chromium() {
     assert!(first["view"].as_str().unwrap().contains("mirrored left to right"), "view: {}", first["view"]);
     assert!(!first["reading"].as_str().unwrap().is_empty());
     assert!(first["text"].as_str().unwrap().contains("Authentic"), "the label is shown in words: {first}");
+    // The confidence is on the card, in words and as data; nothing differed in a mirrored copy.
+    assert!(first["confidence"].as_str().is_some_and(is_confidence_text), "no confidence on the card: {first}");
+    let confidence: f32 = first["confidenceValue"].as_str().unwrap().parse().unwrap();
+    let flag = lookalike::matcher::Thresholds::DEFAULT_FLAG_CONFIDENCE;
+    assert!((flag..=1.0).contains(&confidence), "a flagged copy with confidence {confidence}: {first}");
+    assert_eq!(first["differs"], false, "{first}");
     let id = first["id"].as_str().unwrap().to_string();
     // Without API keys the thumbnail is the API's URL itself (with keys, a blob fetched with the key).
     assert_eq!(first["thumb"], format!("/api/entries/{id}/thumbnail"));
@@ -387,18 +523,12 @@ fn moderator_page_in_headless_chromium() {
     screenshot(&tab, &shot);
 
     // --- the side-by-side comparison ---
-    click(&tab, "#matches .match-card");
-    wait_for(&tab, "document.querySelector('#compare').open", "the comparison dialog");
-    wait_for(
-        &tab,
-        "['#compare-query', '#compare-stored'].every(s => { const i = document.querySelector(s); \
-           return i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 100; })",
-        "both images in the comparison",
-    );
+    open_first_comparison(&tab);
     let compare = eval_json(
         &tab,
         "({query: document.querySelector('#compare-query').src, stored: document.querySelector('#compare-stored').dataset.src, \
-          text: document.querySelector('#compare').innerText})",
+          text: document.querySelector('#compare').innerText, confidence: document.querySelector('#compare-confidence').textContent, \
+          legend: document.querySelector('#compare-legend').innerText})",
     );
     assert!(compare["query"].as_str().unwrap().starts_with("blob:"), "{compare:#}");
     assert_eq!(compare["stored"], format!("/api/entries/{id}/thumbnail"));
@@ -406,7 +536,50 @@ fn moderator_page_in_headless_chromium() {
     for needle in ["astronaut", "mirrored left to right", "thumbnail", "Authentic", "acme", "catalog/astronaut.jpg"] {
         assert!(text.contains(needle), "the comparison does not mention {needle:?}:\n{text}");
     }
+    assert!(compare["confidence"].as_str().is_some_and(is_confidence_text), "{compare:#}");
+    assert!(text.contains("Compared part by part"), "{text}");
+    assert!(compare["legend"].as_str().unwrap().contains("Matched region"), "{compare:#}");
+    assert!(!compare["legend"].as_str().unwrap().contains("differs"), "{compare:#}");
+    // The fitted outlines: the whole of each picture, the listing's mirrored (the catalog
+    // photo's top-left corner is at the listing's top-right), and nothing differed.
+    let o = overlays(&tab);
+    assert_on_picture(&o["listing"], "listing");
+    assert_on_picture(&o["stored"], "catalog photo");
+    assert_eq!(o["listing"]["aligned"], "false", "{o:#}");
+    let mirrored = [(1.0, 0.0), (0.0, 0.0), (0.0, 1.0), (1.0, 1.0)];
+    for side in ["listing", "stored"] {
+        let quad = shares(&o[side], "quad");
+        assert!(
+            quad.iter().zip(mirrored).all(|(&p, q)| near(p, q, 0.03)),
+            "{side}: {quad:?} is not the mirrored frame: {o:#}"
+        );
+        assert_eq!(o[side]["differed"], Value::Null, "{side}: {o:#}");
+    }
     screenshot(&tab, &shots.join("compare.png"));
+    // Lined up with the catalog photo (the listing is shown mirrored back), the listing's
+    // outline is turned with it: the catalog photo's top-left corner is top-left again.
+    click(&tab, "#compare-align");
+    wait_for(
+        &tab,
+        "document.querySelector('#compare-query-overlay').dataset.aligned === 'true' \
+         && document.querySelector('#compare-query').src === document.querySelector('#compare-query').currentSrc \
+         && document.querySelector('#compare-query').complete",
+        "the listing lined up, with its overlay",
+    );
+    let o = overlays(&tab);
+    assert_on_picture(&o["listing"], "lined-up listing");
+    let quad = shares(&o["listing"], "quad");
+    let upright = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)];
+    assert!(quad.iter().zip(upright).all(|(&p, q)| near(p, q, 0.03)), "lined up: {quad:?}: {o:#}");
+    assert!(eval_string(&tab, "document.querySelector('#compare-legend').innerText").contains("turned with it"));
+    click(&tab, "#compare-align");
+    wait_for(
+        &tab,
+        "document.querySelector('#compare-query-overlay').dataset.aligned === 'false'",
+        "the listing as uploaded",
+    );
+    let quad = shares(&overlays(&tab)["listing"], "quad");
+    assert!(near(quad[0], (1.0, 0.0), 0.03), "as uploaded again: {quad:?}");
     tab.press_key("Escape").expect("pressing Escape");
     wait_for(&tab, "!document.querySelector('#compare').open", "Esc to close the comparison");
     // The keyboard way: a focused card opens with Enter, and focus comes back to it after Esc.
@@ -493,6 +666,81 @@ fn moderator_page_in_headless_chromium() {
         ),
         "the dropped image's result",
     );
+
+    // --- the evidence: a crop ---
+    // The listing shows the middle of the catalog photo: the listing's outline on the
+    // catalog photo is inside it (the rest shaded); the catalog photo's outline on the
+    // listing runs past the listing's edges, and the overlay stops at the picture.
+    check_listing(&tab, &cropped);
+    assert_eq!(eval_string(&tab, "document.querySelector('#matches .match-card').dataset.externalId"), "astronaut");
+    open_first_comparison(&tab);
+    let o = overlays(&tab);
+    assert_on_picture(&o["listing"], "cropped listing");
+    assert_on_picture(&o["stored"], "catalog photo of the crop");
+    let inner = shares(&o["stored"], "quad");
+    let crop = 16.0 / 512.0;
+    let expected = [(crop, crop), (1.0 - crop, crop), (1.0 - crop, 1.0 - crop), (crop, 1.0 - crop)];
+    assert!(
+        inner.iter().zip(expected).all(|(&p, q)| near(p, q, 0.02)),
+        "the crop on the catalog photo: {inner:?}: {o:#}"
+    );
+    assert!(inner.iter().all(|p| (0.0..=1.0).contains(&p.0) && (0.0..=1.0).contains(&p.1)), "{inner:?}");
+    assert_eq!(o["stored"]["shade"], true, "{o:#}");
+    let outer = shares(&o["listing"], "quad");
+    assert!(outer[0].0 < 0.0 && outer[0].1 < 0.0 && outer[2].0 > 1.0 && outer[2].1 > 1.0, "{outer:?}: {o:#}");
+    let text = eval_string(&tab, "document.querySelector('#compare').innerText");
+    assert!(text.contains("a crop"), "the legend does not say the listing is a crop:\n{text}");
+    assert!(is_confidence_text(&eval_string(&tab, "document.querySelector('#compare-confidence').textContent")));
+    screenshot(&tab, &shots.join("compare-crop.png"));
+    tab.press_key("Escape").expect("pressing Escape");
+    wait_for(&tab, "!document.querySelector('#compare').open", "Esc to close the comparison");
+
+    // --- the evidence: a part replaced ---
+    // Not flagged: a moderator looks, and is shown which part differs on both pictures.
+    check_listing(&tab, &patched);
+    let card = eval_json(
+        &tab,
+        "(c => ({external: c.dataset.externalId, differs: c.querySelector('.match-differs')?.textContent ?? null, \
+           confidence: c.querySelector('.match-confidence')?.textContent ?? null, label: c.getAttribute('aria-label'), \
+           verdict: document.querySelector('#verdict').dataset.verdict}))(document.querySelector('#matches .match-card'))",
+    );
+    assert_eq!(card["external"], "astronaut", "{card:#}");
+    assert_eq!(card["verdict"], "REVIEW", "a copy with its badge replaced is not to be flagged: {card:#}");
+    assert!(card["differs"].as_str().is_some_and(|t| t.contains("a part differs")), "{card:#}");
+    assert!(card["confidence"].as_str().is_some_and(is_confidence_text), "{card:#}");
+    assert!(card["label"].as_str().unwrap().contains("a part differs"), "{card:#}");
+    open_first_comparison(&tab);
+    let o = overlays(&tab);
+    let badge = [
+        badge_x as f64 / 512.0,
+        badge_y as f64 / 512.0,
+        (badge_x + badge_side) as f64 / 512.0,
+        (badge_y + badge_side) as f64 / 512.0,
+    ];
+    let badge_centre = ((badge[0] + badge[2]) / 2.0, (badge[1] + badge[3]) / 2.0);
+    for (side, what) in [("stored", "catalog photo"), ("listing", "listing")] {
+        assert_on_picture(&o[side], what);
+        let part = shares(&o[side], "differed");
+        assert!(part.iter().all(|p| (0.0..=1.0).contains(&p.0) && (0.0..=1.0).contains(&p.1)), "{what}: {part:?}");
+        // On the badge (the matcher outlines its cells: within a cell or so of it).
+        assert!(
+            near(centre(&part), badge_centre, 0.06),
+            "{what}: the part {part:?} is not on the badge {badge:?}: {o:#}"
+        );
+        let (w, h) = (part[1].0 - part[0].0, part[3].1 - part[0].1);
+        assert!((0.04..=0.4).contains(&w) && (0.04..=0.4).contains(&h), "{what}: the part is {w} × {h}: {part:?}");
+        assert_eq!(o[side]["tag"], "differs", "{what}: {o:#}");
+        assert!(o[side]["label"].as_str().unwrap().contains("differs"), "{what}: {o:#}");
+        let quad = shares(&o[side], "quad");
+        assert!(quad.iter().zip(upright).all(|(&p, q)| near(p, q, 0.03)), "{what}: {quad:?}");
+    }
+    let text = eval_string(&tab, "document.querySelector('#compare').innerText");
+    assert!(text.contains("This part differs: another logo?"), "no legend for the part that differs:\n{text}");
+    assert!(text.contains("Part that differs"), "{text}");
+    assert!(is_confidence_text(&eval_string(&tab, "document.querySelector('#compare-confidence').textContent")));
+    screenshot(&tab, &shots.join("compare-differed.png"));
+    tab.press_key("Escape").expect("pressing Escape");
+    wait_for(&tab, "!document.querySelector('#compare').open", "Esc to close the comparison");
 
     // --- the catalog: counts per label, the known fake, deleting it ---
     click(&tab, "#nav-catalog");

@@ -141,13 +141,13 @@ async fn upload_shows_matches_with_thumbnails_and_readings() {
     assert_eq!(first["reading"], expected_reading);
     assert_eq!(v["thresholds"]["flag"], lookalike::matcher::Thresholds::DEFAULT_FLAG);
 
-    // Its thumbnail: a JPEG at most 256 px on a side, with the photo's aspect.
+    // Its thumbnail: a JPEG at most 512 px on a side, with the photo's aspect.
     let thumb_url = first["thumbnail"].as_str().unwrap().to_string();
     let reply = call(move || http(addr, "GET", &thumb_url, b"")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("image/jpeg"));
     let thumb = image::load_from_memory(&reply.body).unwrap();
-    assert_eq!(thumb.width().max(thumb.height()), 256);
+    assert_eq!(thumb.width().max(thumb.height()), lookalike::hash::THUMBNAIL_SIDE);
     assert_eq!(thumb.width(), thumb.height()); // astronaut.jpg is square
 
     // A known fake, re-encoded.

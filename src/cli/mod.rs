@@ -111,10 +111,15 @@ pub enum Command {
     Index(IndexArgs),
     /// Match images against the index and print the nearest entries and a verdict.
     ///
-    /// Each image's PDQ hash is searched in all eight rotations/mirrors. Verdicts:
-    /// KNOWN_FAKE / BRAND_PHOTO_REUSED (best match within --flag), REVIEW (within
-    /// --review), NO_MATCH, LOW_QUALITY (quality under --min-quality). Exit code 1 if
-    /// any image matched nothing (NO_MATCH, LOW_QUALITY) or failed.
+    /// Each image's PDQ hash is searched in all eight rotations/mirrors, its local
+    /// features are checked against the closest stored photos, a stored photo they fit
+    /// is compared with it part by part, and each match gets a confidence (0-1: the
+    /// probability that the listing is a copy of it). Verdicts: KNOWN_FAKE /
+    /// BRAND_PHOTO_REUSED (best match at or above --flag-confidence, and no part of the
+    /// stored photo replaced), REVIEW (at or above --review-confidence, or a part
+    /// replaced: another logo on the same shot?), NO_MATCH, LOW_QUALITY (quality under
+    /// --min-quality). Exit code 1 if any image matched nothing (NO_MATCH, LOW_QUALITY)
+    /// or failed.
     Query(QueryArgs),
     /// Print the PDQ hash (64 hex digits, ThreatExchange convention), its quality and
     /// the 64-bit pHash of image files.
@@ -259,14 +264,23 @@ pub struct QueryArgs {
     /// Most matches shown per image.
     #[arg(short, long, default_value_t = 10)]
     pub k: usize,
-    /// Distance (bits of 256) at or below which a match is acted on automatically.
-    /// A match the local-feature check verifies is flagged at any distance; one it finds
-    /// to be another logo on the stored photo's layout goes to review. The default was
-    /// calibrated on tools/eval's corpus (the usual PDQ threshold, 31, flags different
-    /// logos on the same white product layout).
+    /// Confidence (0-1: the probability that the listing is a copy of the stored photo)
+    /// at or above which a match is acted on automatically. Raise it for fewer wrong
+    /// flags, lower it to catch more copies. A match whose part-by-part comparison finds
+    /// a part of the stored photo (its logo, most often) replaced goes to review whatever
+    /// its confidence. The default flagged at most 0.1% of tools/eval's tune negatives.
+    #[arg(long, default_value_t = Thresholds::DEFAULT_FLAG_CONFIDENCE, value_name = "0-1")]
+    pub flag_confidence: f32,
+    /// Confidence at or above which a match goes to a moderator.
+    #[arg(long, default_value_t = Thresholds::DEFAULT_REVIEW_CONFIDENCE, value_name = "0-1")]
+    pub review_confidence: f32,
+    /// Distance (bits of 256) at or below which a match of a precomputed hash (`--hash`
+    /// queries, which have no pixels to compare) is acted on automatically.
     #[arg(long, default_value_t = Thresholds::DEFAULT_FLAG, value_name = "BITS")]
     pub flag: u32,
-    /// Distance at or below which a match goes to a moderator.
+    /// Radius of the hash search (bits): matches beyond it are found only by the
+    /// local-feature check. For precomputed hashes, the distance at or below which a
+    /// match goes to a moderator.
     #[arg(long, default_value_t = Thresholds::DEFAULT_REVIEW, value_name = "BITS")]
     pub review: u32,
     /// PDQ quality under which no verdict is given.
@@ -569,7 +583,13 @@ fn read_input(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
 fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
     let q = Query {
         k: args.k,
-        thresholds: Thresholds { flag: args.flag, review: args.review, min_quality: args.min_quality },
+        thresholds: Thresholds {
+            flag: args.flag,
+            review: args.review,
+            min_quality: args.min_quality,
+            flag_confidence: args.flag_confidence,
+            review_confidence: args.review_confidence,
+        },
         brand: args.brand.clone(),
         label: args.label.map(Label::from),
         nearest: args.nearest.then_some(match args.engine {

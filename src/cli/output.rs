@@ -27,6 +27,9 @@ pub fn match_json(path: &Path, r: &MatchResult) -> Value {
                 "closeness": m.closeness,
                 "verified": m.verified,
                 "replaced": m.replaced,
+                "parts": m.parts,
+                "confidence": m.confidence,
+                "evidence": m.evidence,
                 "source": m.entry.source,
                 "note": m.entry.note,
             })

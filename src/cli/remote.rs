@@ -171,6 +171,8 @@ async fn query(server: &Remote, args: &QueryArgs, limits: &DecodeLimits) -> Resu
             review_distance: Some(args.review),
             min_quality: Some(u32::from(args.min_quality)),
             nearest: args.nearest,
+            flag_confidence: Some(args.flag_confidence),
+            review_confidence: Some(args.review_confidence),
         };
         let result = match matcher.r#match(server.request(request)?).await {
             Ok(r) => client::match_result_from_pb(r.into_inner()),

@@ -361,6 +361,16 @@ type H = [f32; 9];
 /// A least-squares fit of a model to matches.
 type Fit = fn(&[&Match]) -> Option<H>;
 
+/// Where the row-major 3×3 homography `h` (as [`Verification::transform`]) puts (`x`, `y`).
+pub fn map_with(h: &[f32; 9], x: f32, y: f32) -> (f32, f32) {
+    apply(h, (x, y))
+}
+
+/// The inverse of the homography `h`, if it is invertible.
+pub fn invert_transform(h: &[f32; 9]) -> Option<[f32; 9]> {
+    invert(h)
+}
+
 pub(super) fn apply(h: &H, (x, y): (f32, f32)) -> (f32, f32) {
     let w = h[6] * x + h[7] * y + h[8];
     ((h[0] * x + h[1] * y + h[2]) / w, (h[3] * x + h[4] * y + h[5]) / w)

@@ -67,7 +67,7 @@ mod tests;
 
 use std::f32::consts::TAU;
 
-pub use matching::Verification;
+pub use matching::{invert_transform, map_with, Verification};
 
 /// Ratio between the sides of consecutive pyramid levels.
 pub const SCALE_FACTOR: f32 = std::f32::consts::SQRT_2;

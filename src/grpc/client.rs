@@ -111,6 +111,9 @@ pub fn match_result_from_pb(r: pb::MatchResponse) -> anyhow::Result<MatchResult>
                 closeness,
                 verified: m.verified.map(super::convert::verified_from_pb),
                 replaced: m.replaced,
+                parts: m.parts.map(super::convert::parts_from_pb),
+                confidence: m.confidence,
+                evidence: None,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::pb;
 use crate::hash::{Hash256, Orientation};
 use crate::index::{self, AddOutcome, Entry, Label, NewEntry, Selector, Stats, MAX_EXTERNAL_ID_BYTES};
+use crate::matcher::parts::{Differed, Parts};
 use crate::matcher::{Closeness, MatchResult, Query, Thresholds, Verdict, Verified, MAX_K};
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -47,6 +48,47 @@ fn verdict_to_pb(v: Verdict) -> pb::Verdict {
 
 /// The local-feature check's findings as the API carries them, and back (for the CLI's
 /// remote mode), kept side by side so a new field is added to both.
+fn quad_to_pb(q: [[f32; 2]; 4]) -> Vec<pb::Point> {
+    q.iter().map(|&[x, y]| pb::Point { x, y }).collect()
+}
+
+pub fn parts_to_pb(p: Parts) -> pb::PartComparison {
+    pb::PartComparison {
+        detail_cells: p.detail_cells,
+        agreement: p.agreement,
+        detail_in_view: p.detail_in_view,
+        differed: p.differed.map(|d| pb::Differed {
+            x0: d.rect[0],
+            y0: d.rect[1],
+            x1: d.rect[2],
+            y1: d.rect[3],
+            share: d.share,
+        }),
+        in_view: p.in_view,
+        listing_quad: quad_to_pb(p.listing_quad),
+        stored_quad: quad_to_pb(p.stored_quad),
+    }
+}
+
+pub fn parts_from_pb(p: pb::PartComparison) -> Parts {
+    let quad = |q: &[pb::Point]| {
+        let mut out = [[0.0; 2]; 4];
+        for (o, p) in out.iter_mut().zip(q) {
+            *o = [p.x, p.y];
+        }
+        out
+    };
+    Parts {
+        detail_cells: p.detail_cells,
+        agreement: p.agreement,
+        detail_in_view: p.detail_in_view,
+        differed: p.differed.map(|d| Differed { rect: [d.x0, d.y0, d.x1, d.y1], share: d.share }),
+        in_view: p.in_view,
+        listing_quad: quad(&p.listing_quad),
+        stored_quad: quad(&p.stored_quad),
+    }
+}
+
 pub fn verified_to_pb(v: Verified) -> pb::Verification {
     pb::Verification {
         inliers: v.inliers,
@@ -260,6 +302,14 @@ fn distance(value: Option<u32>, default: u32, field: &str) -> Result<u32, ApiErr
     }
 }
 
+fn confidence(value: Option<f32>, default: f32, field: &str) -> Result<f32, ApiError> {
+    match value {
+        Some(c) if !(0.0..=1.0).contains(&c) => Err(invalid(format!("{field} must be 0-1, got {c}"))),
+        Some(c) => Ok(c),
+        None => Ok(default),
+    }
+}
+
 /// Check a request; `request_id` is returned even when the rest is invalid (so a stream
 /// can label its error).
 pub fn match_item(req: pb::MatchRequest) -> Result<MatchItem, (String, ApiError)> {
@@ -294,6 +344,16 @@ fn match_item_inner(req: pb::MatchRequest) -> Result<MatchItem, ApiError> {
         flag: distance(req.flag_distance, defaults.flag.min(req.review_distance.unwrap_or(u32::MAX)), "flag_distance")?,
         review: distance(req.review_distance, defaults.review.max(req.flag_distance.unwrap_or(0)), "review_distance")?,
         min_quality,
+        flag_confidence: confidence(
+            req.flag_confidence,
+            defaults.flag_confidence.max(req.review_confidence.unwrap_or(0.0)),
+            "flag_confidence",
+        )?,
+        review_confidence: confidence(
+            req.review_confidence,
+            defaults.review_confidence.min(req.flag_confidence.unwrap_or(1.0)),
+            "review_confidence",
+        )?,
     };
     thresholds.validate().map_err(|e| invalid(e.to_string()))?;
     // Exactly as stored (brands with surrounding spaces are refused when added).
@@ -337,6 +397,8 @@ pub fn match_response(request_id: String, r: MatchResult, total: Duration) -> pb
                 source: m.entry.source,
                 verified: m.verified.map(verified_to_pb),
                 replaced: m.replaced,
+                confidence: m.confidence,
+                parts: m.parts.map(parts_to_pb),
             })
             .collect(),
         hash_micros: micros(r.hash_time),

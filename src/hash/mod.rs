@@ -102,8 +102,12 @@ pub fn hash_image(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHashes, Im
     Ok(hash_decoded(&mut decoded))
 }
 
-/// Longer side of the thumbnails kept for the moderator page, in pixels.
-pub const THUMBNAIL_SIDE: u32 = 256;
+/// Longer side of the thumbnails kept for the moderator page and for comparing a
+/// listing with the stored photo part by part (`matcher::parts`), in pixels: the
+/// working image's side, so a logo 2% of the photo wide still spans 10 of its pixels.
+/// (256 px left such a logo 5 pixels wide, where any two dark marks look alike; 512
+/// costs about 15 KB a photo instead of 6.)
+pub const THUMBNAIL_SIDE: u32 = 512;
 
 /// What indexing keeps of an image: its hashes, a thumbnail (see [`THUMBNAIL_SIDE`]) and
 /// its local features in stored form (`features::to_bytes`, default extraction).
@@ -119,6 +123,11 @@ pub struct Analysis {
     pub hashes: ImageHashes,
     pub features: Vec<crate::features::Feature>,
     pub working_size: (u32, u32),
+    /// The decoded luma plane ([`DecodedImage::luma`], before hashing used it as
+    /// scratch), for comparing the listing with a stored photo part by part.
+    pub luma: Vec<f32>,
+    /// Its width and height.
+    pub plane_size: (u32, u32),
 }
 
 /// Decode `bytes` within `limits`, compute all hashes and the local features.
@@ -132,11 +141,13 @@ pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageErr
     let small = trim::reduced(&decoded.luma, w, h, trim::FRAME_SIDE);
     let framed = framed_picture(&decoded, &small);
     let upright = upright(&decoded, &small);
+    let luma = decoded.luma.clone();
+    let plane_size = (decoded.plane_width, decoded.plane_height);
     let mut hashes = hash_decoded(&mut decoded);
     hashes.tiles = tiles;
     hashes.framed = framed;
     hashes.upright = upright;
-    Ok(Analysis { hashes, features, working_size })
+    Ok(Analysis { hashes, features, working_size, luma, plane_size })
 }
 
 /// PDQ of each tile of a collage ([`trim::collage_tiles`]) and of its content inside

@@ -8,6 +8,9 @@
 //! (`features::verify`). A verified entry is flagged; a hash match the check finds to be
 //! another logo on the stored layout goes to review.
 
+pub mod confidence;
+pub mod parts;
+
 use std::time::{Duration, Instant};
 
 use crate::features::{self, Feature, VerifyParams};
@@ -43,25 +46,45 @@ impl Verdict {
     }
 }
 
-/// The distances and quality floor behind a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The confidence levels, distances and quality floor behind a verdict.
+///
+/// An image query's matches are judged by their [`Match::confidence`]: at or above
+/// `flag_confidence` a match is acted on automatically (unless the part-by-part
+/// comparison found a part of the stored photo replaced), at or above
+/// `review_confidence` a moderator looks. The bit distances judge hash-only queries
+/// (a precomputed PDQ hash, which has no pixels to compare), and `review` is also the
+/// radius of every query's hash search.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Thresholds {
-    /// At or below: act automatically.
+    /// At or below: act automatically (hash-only queries).
     pub flag: u32,
-    /// At or below (and above `flag`): a moderator looks.
+    /// At or below (and above `flag`): a moderator looks (hash-only queries); the hash
+    /// search's radius for all.
     pub review: u32,
     /// Below this PDQ quality, no verdict.
     pub min_quality: u8,
+    /// At or above: act automatically (image queries).
+    pub flag_confidence: f32,
+    /// At or above (and below `flag_confidence`): a moderator looks (image queries).
+    pub review_confidence: f32,
 }
 
 impl Thresholds {
-    /// Calibrated on the tune split of `tools/eval`, with the local-feature check on:
-    /// flagging at ≤ 12 bits (or verified) flagged 75.9% of the copies and none of the
-    /// 1,580 negatives; at 31 (Meta's recommendation for PDQ) 77.4% and 4.9%, nearly
-    /// all of them another logo on a genuine shot's exact white layout.
+    /// For precomputed hashes (no pixels, no local features): 12 bits flagged 75.9% of
+    /// the copies of the first `tools/eval` corpus' tune split and none of its 1,580
+    /// negatives; 31 (Meta's recommendation for PDQ) flagged 4.9% of them, nearly all
+    /// another logo on a genuine shot's exact layout.
     pub const DEFAULT_FLAG: u32 = 12;
     pub const DEFAULT_REVIEW: u32 = 45;
     pub const DEFAULT_MIN_QUALITY: u8 = 50;
+    /// Chosen by `tools/eval/fit_confidence.py` on the tune split of `tools/eval`
+    /// (variant a) for at most 0.1% of its negatives flagged: 1 of 1,546 (0.9231,
+    /// rounded up).
+    pub const DEFAULT_FLAG_CONFIDENCE: f32 = 0.924;
+    /// Chosen on the same split for at most 10% of the negatives sent to review by their
+    /// confidence alone (0.3994, rounded up); a match with a part replaced goes to
+    /// review whatever its confidence.
+    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.40;
 
     /// Check the distances are usable.
     pub fn validate(&self) -> Result<(), MatchError> {
@@ -80,13 +103,30 @@ impl Thresholds {
         if self.min_quality > 100 {
             return Err(MatchError::InvalidArgument(format!("minimum quality {} is over 100", self.min_quality)));
         }
+        for (name, c) in [("flag confidence", self.flag_confidence), ("review confidence", self.review_confidence)] {
+            if !(0.0..=1.0).contains(&c) {
+                return Err(MatchError::InvalidArgument(format!("{name} {c} is not between 0 and 1")));
+            }
+        }
+        if self.review_confidence > self.flag_confidence {
+            return Err(MatchError::InvalidArgument(format!(
+                "review confidence {} is above flag confidence {}: review must be ≤ flag",
+                self.review_confidence, self.flag_confidence
+            )));
+        }
         Ok(())
     }
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { flag: Self::DEFAULT_FLAG, review: Self::DEFAULT_REVIEW, min_quality: Self::DEFAULT_MIN_QUALITY }
+        Thresholds {
+            flag: Self::DEFAULT_FLAG,
+            review: Self::DEFAULT_REVIEW,
+            min_quality: Self::DEFAULT_MIN_QUALITY,
+            flag_confidence: Self::DEFAULT_FLAG_CONFIDENCE,
+            review_confidence: Self::DEFAULT_REVIEW_CONFIDENCE,
+        }
     }
 }
 
@@ -148,6 +188,16 @@ pub struct Match {
     /// gone (see [`MAX_LOST_SHARE`]). Such a match is not flagged on its hash distance
     /// alone: it goes to review.
     pub replaced: Option<f32>,
+    /// The stored photo and the listing compared part by part through the fitted
+    /// transform ([`parts::compare`]), for every match the local features fit. A compact
+    /// detail-rich part replaced sends the match to review; a comparison that does not
+    /// confirm the copy keeps it from being flagged.
+    pub parts: Option<parts::Parts>,
+    /// The probability (0–1) that the listing is a copy of this stored photo, from all
+    /// the evidence ([`confidence::MODEL`]); `None` for hash-only queries.
+    pub confidence: Option<f32>,
+    /// What the confidence was computed from.
+    pub evidence: Option<confidence::Evidence>,
 }
 
 /// What the local-feature check found.
@@ -180,9 +230,9 @@ impl Match {
         if let Some(v) = &self.verified {
             let mirrored = if v.mirrored { "mirrored, " } else { "" };
             let whole = v.stored_coverage >= 0.8 && v.listing_coverage >= 0.8;
-            if whole && self.distance <= Thresholds::DEFAULT_REVIEW && self.query_view == 0 && self.view == 0 {
-                // The hash found it too: its orientation says it in words.
-                return format!("{turned}, confirmed by {} matching corners", v.inliers);
+            if self.distance <= Thresholds::DEFAULT_FLAG || (whole && self.distance <= Thresholds::DEFAULT_REVIEW) {
+                // The hash found it too: its orientation and view say it in words.
+                return format!("{}, confirmed by {} matching corners", self.hash_words(turned), v.inliers);
             }
             let part = if whole {
                 "the same picture"
@@ -195,7 +245,8 @@ impl Match {
                 "{part}: {} matching corners, {mirrored}scale {:.2}, turned {:.0}°",
                 v.inliers,
                 1.0 / v.scale.max(1e-3),
-                v.rotation_deg
+                // (+ 0.0 makes a negative zero print as 0)
+                v.rotation_deg.round() + 0.0
             );
         }
         if let Some(lost) = self.replaced {
@@ -205,16 +256,16 @@ impl Match {
                 lost * 100.0
             );
         }
-        if self.query_view == TILE_VIEW {
-            return format!("{turned}, as one tile of the listing (a collage)");
-        }
-        if self.query_view == FRAMED_VIEW {
-            return format!("{turned}, as the picture framed inside the listing (a screenshot or a page)");
-        }
-        if self.query_view == UPRIGHT_VIEW {
-            return format!("{turned}, once the listing is turned upright (it was rotated a few degrees)");
-        }
+        self.hash_words(turned)
+    }
+
+    /// Which views of the two the hash matched, in words, after `turned` (the
+    /// orientation's words).
+    fn hash_words(&self, turned: &str) -> String {
         match (self.query_view, self.view) {
+            (TILE_VIEW, _) => format!("{turned}, as one tile of the listing (a collage)"),
+            (FRAMED_VIEW, _) => format!("{turned}, as the picture framed inside the listing (a screenshot or a page)"),
+            (UPRIGHT_VIEW, _) => format!("{turned}, once the listing is turned upright (it was rotated a few degrees)"),
             (0, 0) => turned.to_string(),
             (1, 0) => format!("{turned}, once the listing's plain borders are trimmed"),
             (0, _) => format!("{turned}, against the stored photo without its plain borders"),
@@ -284,20 +335,16 @@ pub const MIN_DISTINCT_CORNERS: u32 = 30;
 /// tells so only if it looks.
 const HASH_CANDIDATES: usize = 3;
 
-/// [`match_hashes`], then, unless a stored photo's hash is identical, the local-feature
-/// check (see the module's documentation): it verifies what the hashes missed, and
-/// sends to review hash matches that are another logo on a stored layout.
+/// [`match_hashes`], then the local-feature check (see the module's documentation),
+/// the part-by-part comparison of every match with a fitted transform
+/// ([`parts::compare`]), and each match's confidence ([`confidence::MODEL`]), which sets
+/// its closeness (see [`Thresholds`]).
 ///
-/// Only identical hashes skip the check. It used to be skipped within 10 bits, set on
-/// the tune split of `tools/eval`, where the closest negative (another logo on a genuine
-/// shot's exact layout) was 14 bits away; the report split has one 8 and 10 bits away
-/// (a thin, low-contrast logo on a dark bottle, which PDQ hardly sees). On tune,
-/// checking matches 1–10 bits away sent 4 of the 925 copies there to review (blur or
-/// noise took their corners); checking identical ones too would have sent 3 more, and
-/// found no negative.
+/// Identical hashes used to skip the checks. They no longer do: a small logo swapped on
+/// a large shot can leave PDQ unmoved, and only the comparison sees it.
 pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Result<MatchResult, MatchError> {
     let mut result = match_hashes(index, &analysis.hashes, query)?;
-    if result.verdict == Verdict::LowQuality || result.matches.first().is_some_and(|m| m.distance == 0) {
+    if result.verdict == Verdict::LowQuality {
         return Ok(result);
     }
     let started = Instant::now();
@@ -308,7 +355,8 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
         .map(|m| m.entry.id)
         .take(HASH_CANDIDATES)
         .collect();
-    let Checked { verified, replaced } = check_features(index, &analysis.features, analysis.working_size, &close)?;
+    let Checked { verified, replaced, fits } =
+        check_features(index, &analysis.features, analysis.working_size, &close)?;
     for m in &mut result.matches {
         if let Some(&(_, lost)) = replaced.iter().find(|(id, _)| *id == m.entry.id) {
             m.replaced = Some(lost);
@@ -344,13 +392,84 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
             closeness: Closeness::Flag,
             verified: Some(v),
             replaced: None,
+            parts: None,
+            confidence: None,
+            evidence: None,
         });
     }
+    compare_parts(index, analysis, &fits, &mut result.matches)?;
+    judge(&mut result.matches, result.phash, query);
     sort_matches(&mut result.matches);
     result.matches.truncate(query.k);
     result.verdict = verdict(result.quality, &result.matches, query.thresholds);
     result.search_time += started.elapsed();
     Ok(result)
+}
+
+/// Compare part by part ([`parts::compare`]) each match with a fitted transform, with
+/// the stored photo's thumbnail; [`judge`] reads what it found.
+fn compare_parts(
+    index: &Index,
+    analysis: &Analysis,
+    fits: &[(u64, parts::Fit)],
+    matches: &mut [Match],
+) -> Result<(), MatchError> {
+    let (pw, ph) = analysis.plane_size;
+    let listing = parts::Plane { px: &analysis.luma, width: pw as usize, height: ph as usize };
+    for m in matches.iter_mut() {
+        let Some((_, fit)) = fits.iter().find(|(id, _)| *id == m.entry.id) else { continue };
+        let Some(thumbnail) = index.thumbnail(m.entry.id)? else { continue };
+        // A stored thumbnail that does not decode compares as nothing: the match is
+        // judged by its distance, as one without a fit.
+        let stored = hash::decode(&thumbnail, &DecodeLimits::default()).ok();
+        let found = stored.as_ref().and_then(|s| {
+            let plane = parts::Plane { px: &s.luma, width: s.plane_width as usize, height: s.plane_height as usize };
+            let working = features::working_size(s.plane_width, s.plane_height, &features::ExtractParams::default());
+            parts::compare(plane, working, listing, fit)
+        });
+        m.parts = found;
+    }
+    Ok(())
+}
+
+/// Each match's confidence, and its closeness. A match with nothing compared (no fitted
+/// transform) is judged by its distance, as a hash query is. Otherwise: flagged at or above
+/// `flag_confidence` unless something vetoes acting automatically (a part-by-part
+/// comparison that does not confirm the copy, a replaced part in the exact frame);
+/// review at or above `review_confidence`, or whatever the confidence when a part of
+/// the stored photo was replaced; else beyond (kept only for nearest-neighbour queries).
+fn judge(matches: &mut Vec<Match>, query_phash: Option<u64>, query: &Query) {
+    let t = query.thresholds;
+    for m in matches.iter_mut() {
+        let evidence = confidence::Evidence::of(m, query_phash);
+        let c = confidence::MODEL.confidence(&evidence);
+        // A stored photo the listing's features fit, but a part of which the listing
+        // shows replaced, is for a person to look at whatever the confidence: another
+        // brand's logo on the same shot, or a knockoff's.
+        let replaced = m.replaced.is_some() || m.parts.as_ref().is_some_and(|p| p.differed.is_some());
+        m.closeness = if m.parts.is_none() && m.replaced.is_none() {
+            // Nothing was compared (no fitted transform: too few corners, or a match of
+            // the hash alone): the distance judges, as for a hash query.
+            if m.distance <= t.flag {
+                Closeness::Flag
+            } else if m.distance <= t.review || c >= t.review_confidence {
+                Closeness::Review
+            } else {
+                Closeness::Beyond
+            }
+        } else if c >= t.flag_confidence && evidence.can_flag {
+            Closeness::Flag
+        } else if c >= t.review_confidence || replaced {
+            Closeness::Review
+        } else {
+            Closeness::Beyond
+        };
+        m.confidence = Some(c);
+        m.evidence = Some(evidence);
+    }
+    if query.nearest.is_none() {
+        matches.retain(|m| m.closeness != Closeness::Beyond);
+    }
 }
 
 /// What the local-feature check found among the candidates.
@@ -361,6 +480,8 @@ struct Checked {
     /// Entries whose exact frame the listing shows with a corner-rich part replaced, and
     /// the share of their corners that went ([`features::Verification::lost_share`]).
     replaced: Vec<(u64, f32)>,
+    /// The fitted transform of each verified entry.
+    fits: Vec<(u64, parts::Fit)>,
 }
 
 /// Verify the listing's features against the entries with the most descriptor votes
@@ -423,6 +544,9 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32), close: 
             // it replaced: another brand's logo on the same product layout looks like
             // this. (A sticker over a plain part loses little.)
             checked.replaced.push((id, lost));
+            checked
+                .fits
+                .push((id, parts::Fit { transform: v.transform, mirrored: is_mirrored, listing_working: working }));
             continue;
         }
         let others: Vec<&Vec<Feature>> = stored.iter().filter(|(other, _)| **other != id).map(|(_, f)| f).collect();
@@ -437,6 +561,7 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32), close: 
             continue;
         }
         let distinct = if same { own_anywhere } else { own_in_place };
+        checked.fits.push((id, parts::Fit { transform: v.transform, mirrored: is_mirrored, listing_working: working }));
         checked.verified.push((
             id,
             Verified {
@@ -592,6 +717,7 @@ fn sort_matches(matches: &mut [Match]) {
     matches.sort_by_key(|m| {
         (
             rank(m.closeness),
+            std::cmp::Reverse(m.confidence.map_or(0, |c| (c * 1e6) as i64)),
             std::cmp::Reverse(m.verified.as_ref().map_or(0, |v| v.inliers)),
             m.distance,
             m.entry.label != Label::KnownFake,
@@ -724,6 +850,9 @@ fn match_queries(
                 closeness,
                 verified: None,
                 replaced: None,
+                parts: None,
+                confidence: None,
+                evidence: None,
             })
         })
         .collect();

@@ -109,20 +109,21 @@ fn parse_label(value: Option<&str>) -> Result<Option<Label>, WebError> {
     }
 }
 
-/// How a match reads to a moderator.
+/// How a match reads to a moderator: from its closeness (set by its confidence for an
+/// image, by its distance for a hash), and why it went to review.
 pub fn reading(m: &Match, t: &Thresholds) -> &'static str {
-    if m.distance <= NEAR_IDENTICAL.min(t.flag) {
-        "near-identical"
-    } else if m.verified.is_some() {
-        "likely edited copy"
-    } else if m.replaced.is_some() && m.distance <= t.review {
-        "same layout, part replaced — review"
-    } else if m.distance <= t.flag {
-        "likely edited copy"
-    } else if m.distance <= t.review {
-        "weak — review"
-    } else {
-        "not similar"
+    let differed = m.parts.as_ref().is_some_and(|p| p.differed.is_some());
+    match m.closeness {
+        Closeness::Flag if m.distance <= NEAR_IDENTICAL.min(t.flag) => "near-identical",
+        Closeness::Flag => "likely edited copy",
+        Closeness::Review if differed => "a part differs (another logo?) — review",
+        Closeness::Review if m.replaced.is_some() => "same layout, part replaced — review",
+        Closeness::Review if m.parts.as_ref().is_some_and(|p| !p.confirmed()) => {
+            "copy not confirmed part by part — review"
+        }
+        Closeness::Review if m.parts.is_some() => "likely copy, not sure enough to flag — review",
+        Closeness::Review => "weak — review",
+        Closeness::Beyond => "not similar",
     }
 }
 
@@ -153,6 +154,8 @@ fn match_json(m: &Match, t: &Thresholds) -> Value {
         "view": m.describe(),
         "verified": m.verified,
         "replaced": m.replaced,
+        "parts": m.parts,
+        "confidence": m.confidence,
         "thumbnail": thumbnail_url(m.entry.id),
     })
 }

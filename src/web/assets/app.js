@@ -21,10 +21,18 @@
  *                                data-external-id, data-label, data-distance (*), and
  *                                data-brand, data-orientation, data-closeness
  *     inside a card: * .match-thumb (img[data-src]), .match-label, .match-distance,
- *                    * .match-reading, * .match-view
+ *                    * .match-reading, * .match-view, * .match-confidence[data-confidence]
+ *                    (when the API gives one), * .match-differs (when a part differed)
  * * #compare                     <dialog>, [open] while shown, with * #compare-query and
  *                                * #compare-stored (img[data-src]), #compare-close,
- *                                #compare-align, #compare-entry, #compare-facts
+ *                                * #compare-align, #compare-entry, #compare-facts,
+ *                                * #compare-confidence, * #compare-legend
+ * * #compare-query-overlay, #compare-stored-overlay   <svg> over each picture, placed on
+ *                                the picture itself (not its letterbox), viewBox in CSS px;
+ *                                data-state shown | none, data-aligned; inside:
+ *                                * polygon.ov-quad (the fitted outline), path.ov-outside
+ *                                (shade outside it), * polygon.ov-differed (the part that
+ *                                differed), text.ov-label
  *
  *   Catalog (#view-catalog)
  * * #nav-catalog, #nav-check     the two views (URLs #/catalog and #/check)
@@ -191,6 +199,18 @@
       h('span', { class: 'meter-mark', style: `left:${pct(Math.min(distance, max))}` }));
     return meter;
   }
+
+  const CONFIDENCE_HINT = 'How likely the listing is a copy of this catalog photo (0–1), from all the evidence: fingerprints, matching corners and the part-by-part comparison';
+
+  /** A confidence (0–1) as the page shows it: two decimals, never a rounded-up 1 or down 0. */
+  function formatConfidence(c) {
+    if (typeof c !== 'number' || !Number.isFinite(c)) return null;
+    if (c >= 0.995) return '> 0.99';
+    if (c < 0.005) return '< 0.01';
+    return c.toFixed(2);
+  }
+
+  const percent = (share) => (share > 0 && share < 0.01 ? 'under 1%' : `${Math.round(share * 100)}%`);
 
   // ---------- API key (for servers started with --keys) ----------
 
@@ -614,6 +634,8 @@
 
   function matchCard(m, i, t) {
     const thumb = thumbImg(m.thumbnail, 'match-thumb');
+    const confidence = formatConfidence(m.confidence);
+    const differed = !!(m.parts && m.parts.differed);
     const card = h('button', {
       type: 'button',
       class: `match-card closeness-${m.closeness}`,
@@ -621,7 +643,7 @@
         id: m.id, externalId: m.external_id, brand: m.brand, label: m.label,
         distance: m.distance, orientation: m.orientation, closeness: m.closeness,
       },
-      'aria-label': `Compare with ${m.brand} / ${m.external_id}: ${LABELS[m.label] ? LABELS[m.label].text : m.label}, distance ${m.distance}, ${m.reading}, ${m.view}`,
+      'aria-label': `Compare with ${m.brand} / ${m.external_id}: ${LABELS[m.label] ? LABELS[m.label].text : m.label}, distance ${m.distance}, ${m.reading}${confidence == null ? '' : `, confidence ${confidence}`}${differed ? ', a part differs' : ''}, ${m.view}`,
       onclick: () => openCompare(m),
     },
     h('span', { class: 'thumb-frame' }, thumb, h('span', { class: 'thumb-missing' }, icon('image'), 'No thumbnail'),
@@ -633,30 +655,49 @@
         h('span', { class: 'match-ext' }, m.external_id)),
       distanceMeter(m.distance, t),
       h('span', { class: `match-reading reading-${m.closeness}` }, m.reading),
+      confidence == null ? null : h('span', {
+        class: 'match-confidence',
+        dataset: { confidence: m.confidence },
+        title: CONFIDENCE_HINT,
+      }, 'confidence ', h('strong', {}, confidence)),
+      differed ? h('span', { class: 'match-differs' }, icon('fake'), 'a part differs — another logo?') : null,
       h('span', { class: 'match-view' }, icon('view'), m.view)));
     return h('li', {}, card);
   }
 
   // ---------- comparison dialog ----------
 
-  const compare = { match: null, aligned: false };
+  // shownAligned: whether the listing image on screen now is the turned-back one (it
+  // changes when that image has loaded, not when the button is pressed).
+  const compare = { match: null, aligned: false, shownAligned: false };
 
   function openCompare(m) {
     compare.match = m;
     compare.aligned = false;
     const dlg = $('#compare');
     $('#compare-title').textContent = `Listing vs. ${m.brand} / ${m.external_id}`;
+    const confidence = formatConfidence(m.confidence);
+    const pill = $('#compare-confidence');
+    pill.textContent = confidence == null ? '' : `confidence ${confidence}`;
+    pill.hidden = confidence == null;
     $('#compare-sub').replaceChildren(`${m.distance} of 256 bits differ — ${m.reading}; the listing is ${m.view === 'same orientation' ? 'in the same orientation' : m.view}.`);
-    const q = $('#compare-query');
-    q.src = check.fileUrl;
-    q.style.transform = '';
+    compare.shownAligned = false;
+    clearOverlays();
+    $('#compare-query').style.transform = '';
     setImage($('#compare-stored'), m.thumbnail);
     const align = $('#compare-align');
     align.hidden = !ALIGN[m.orientation];
     setAligned(false);
+    fillLegend(m);
 
+    const p = m.parts;
     fill($('#compare-facts'),
+      confidence == null ? null : kv('Confidence', h('strong', {}, confidence), ' — how likely the listing is a copy of this photo'),
       kv('Distance', h('strong', {}, `${m.distance}`), ` of 256 bits — ${m.reading}`),
+      p ? kv('Compared part by part',
+        `${percent(p.agreement)} of ${plural(p.detail_cells, 'detailed patch', 'detailed patches')} agree; the listing shows ${percent(p.in_view)} of the catalog photo`) : null,
+      p && p.differed ? kv('Part that differs', h('span', { class: 'differs-text' }, 'another logo?'),
+        ` — ${percent(p.differed.share)} of the detail compared, outlined on both pictures; a match like this goes to review instead of being flagged`) : null,
       kv('How the listing relates', m.view),
       kv('Label', labelBadge(m.label)),
       kv('Brand', m.brand),
@@ -666,12 +707,12 @@
       kv('Entry', h('code', {}, `#${m.id}`)));
     if (!dlg.open) dlg.showModal();
     $('#compare-close').focus();
+    drawOverlays(); // pictures already loaded (the same listing, a cached thumbnail) fire no load event
   }
 
   function setAligned(on) {
     compare.aligned = on;
     const m = compare.match;
-    const q = $('#compare-query');
     const align = $('#compare-align');
     align.setAttribute('aria-pressed', String(on));
     align.textContent = on ? 'Show as uploaded' : 'Line up with catalog photo';
@@ -680,8 +721,10 @@
       check.alignedUrl = '';
     }
     $('#compare-query-note').textContent = on ? '— turned back to line up' : '— as uploaded';
+    const turned = $('#compare-legend .legend-aligned');
+    if (turned) turned.hidden = !on;
     if (!on || !ALIGN[m.orientation]) {
-      q.src = check.fileUrl;
+      showListing(check.fileUrl, false);
       return;
     }
     // Draw the listing turned back on a canvas, so that rotated images keep their box.
@@ -702,11 +745,211 @@
     canvas.toBlob((blob) => {
       if (!blob || !compare.aligned || compare.match !== m) return;
       check.alignedUrl = URL.createObjectURL(blob);
-      q.src = check.alignedUrl;
+      showListing(check.alignedUrl, true);
     });
   }
 
+  /** Show `url` as the compared listing; `aligned`: it is the listing turned back. The
+   *  overlay follows once that image is on screen (its load event). */
+  function showListing(url, aligned) {
+    const q = $('#compare-query');
+    q.dataset.aligned = String(aligned);
+    q.src = url;
+  }
+
+  // ---------- evidence on the compared pictures ----------
+  //
+  // The part-by-part comparison (the API's `parts`) gives the fitted outline of each
+  // picture in the other (`listing_quad`: the catalog photo's corners in the listing;
+  // `stored_quad`: the listing's corners in the catalog photo; top-left, top-right,
+  // bottom-right, bottom-left, as shares of the picture's width and height, possibly
+  // outside 0–1), and the part of the catalog photo that the listing shows replaced
+  // (`differed.rect`). Each is drawn on an <svg> laid exactly over the picture as
+  // object-fit: contain draws it (not over its letterbox); whatever falls outside the
+  // picture is clipped at its edge by the svg's own box.
+  //
+  // While "Line up with catalog photo" is on, the listing on screen is turned (rotated
+  // and/or mirrored, see ALIGN): the listing's overlay is turned the same way, so it
+  // stays on the same pixels of what is shown.
+
+  function svgEl(tag, attrs) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) if (value != null) el.setAttribute(key, String(value));
+    return el;
+  }
+
+  /** Where the point at shares (`s`, `t`) of the catalog photo falls in the listing,
+   *  interpolated bilinearly between the corners of `quad` (close enough to the fitted
+   *  projective transform for an outline). */
+  function bilinear(quad, s, t) {
+    const [a, b, c, d] = quad;
+    return [0, 1].map((k) => (1 - s) * (1 - t) * a[k] + s * (1 - t) * b[k] + s * t * c[k] + (1 - s) * t * d[k]);
+  }
+
+  const rectCorners = ([x0, y0, x1, y1]) => [[x0, y0], [x1, y0], [x1, y1], [x0, y1]];
+
+  /** A point at shares (`u`, `v`) of the listing as uploaded, in the listing turned back by
+   *  `turn` (an ALIGN entry: mirrored left-right if `flip`, then rotated `rot` degrees
+   *  clockwise about the centre — what setAligned draws on its canvas). */
+  function turnShare([u, v], turn) {
+    let x = u - 0.5;
+    const y = v - 0.5;
+    if (turn.flip) x = -x;
+    const rad = (turn.rot * Math.PI) / 180;
+    const [cos, sin] = [Math.round(Math.cos(rad)), Math.round(Math.sin(rad))];
+    // A quarter turn swaps the width and the height: in shares the unit square maps onto itself.
+    return [x * cos - y * sin + 0.5, x * sin + y * cos + 0.5];
+  }
+
+  /** The box (CSS px, relative to the image's frame) in which an object-fit: contain
+   *  image draws its picture; null before it has loaded or while it is not laid out. */
+  function pictureBox(img) {
+    const nw = img.naturalWidth;
+    const nh = img.naturalHeight;
+    const frame = img.parentElement;
+    if (!nw || !nh || img.hidden || !frame) return null;
+    const ir = img.getBoundingClientRect();
+    const fr = frame.getBoundingClientRect();
+    if (ir.width < 2 || ir.height < 2) return null;
+    const scale = Math.min(ir.width / nw, ir.height / nh);
+    const width = nw * scale;
+    const height = nh * scale;
+    return {
+      left: ir.left - fr.left - frame.clientLeft + (ir.width - width) / 2,
+      top: ir.top - fr.top - frame.clientTop + (ir.height - height) / 2,
+      width,
+      height,
+    };
+  }
+
+  const finitePoints = (points) => Array.isArray(points) && points.length === 4
+    && points.every((pt) => Array.isArray(pt) && pt.length === 2 && pt.every(Number.isFinite));
+
+  function clearOverlay(svg) {
+    svg.replaceChildren();
+    svg.setAttribute('hidden', ''); // an <svg> has no .hidden property
+    svg.dataset.state = 'none';
+    svg.removeAttribute('aria-label');
+  }
+
+  function clearOverlays() {
+    clearOverlay($('#compare-query-overlay'));
+    clearOverlay($('#compare-stored-overlay'));
+  }
+
+  /** Draw on `svg`, over `img`: the outline `quad` and the part `differed` (four points
+   *  each, in shares of the picture), with the words `label` for screen readers. */
+  function drawOverlay(svg, img, quad, differed, label) {
+    const box = finitePoints(quad) ? pictureBox(img) : null;
+    if (!box) {
+      clearOverlay(svg);
+      return;
+    }
+    const { width: w, height: ht } = box;
+    Object.assign(svg.style, {
+      left: `${box.left}px`, top: `${box.top}px`, width: `${w}px`, height: `${ht}px`,
+    });
+    svg.setAttribute('viewBox', `0 0 ${w} ${ht}`);
+    const px = (points) => points.map(([x, y]) => [x * w, y * ht]);
+    const pointList = (points) => px(points).map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
+    const outline = px(quad);
+    // Shade what lies outside the outline: the part of this picture the other one does not show.
+    const shade = svgEl('path', {
+      class: 'ov-outside',
+      'fill-rule': 'evenodd',
+      d: `M0,0H${w}V${ht}H0Z M${outline.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join('L')}Z`,
+    });
+    const points = pointList(quad);
+    const children = [
+      shade,
+      svgEl('polygon', { class: 'ov-halo', points }),
+      svgEl('polygon', { class: 'ov-quad', points }),
+    ];
+    if (finitePoints(differed)) {
+      const part = pointList(differed);
+      const corners = px(differed);
+      const xs = corners.map((c) => c[0]);
+      const ys = corners.map((c) => c[1]);
+      const [x0, y0, y1] = [Math.min(...xs), Math.min(...ys), Math.max(...ys)];
+      // The tag sits above the part, or below it at the picture's top edge, inside the picture.
+      const above = y0 >= 18;
+      const tag = svgEl('text', {
+        class: 'ov-label',
+        x: Math.max(3, Math.min(x0, w - 52)).toFixed(1),
+        y: (above ? y0 - 6 : Math.min(y1 + 15, ht - 4)).toFixed(1),
+      });
+      tag.textContent = 'differs';
+      children.push(
+        svgEl('polygon', { class: 'ov-halo', points: part }),
+        svgEl('polygon', { class: 'ov-differed', points: part }),
+        tag);
+    }
+    svg.replaceChildren(...children);
+    svg.setAttribute('aria-label', label);
+    svg.dataset.state = 'shown';
+    svg.removeAttribute('hidden');
+  }
+
+  /** (Re)draw both overlays for the match being compared, as the pictures are now shown. */
+  function drawOverlays() {
+    const m = compare.match;
+    const p = m && m.parts;
+    const q = $('#compare-query');
+    const stored = $('#compare-stored');
+    const querySvg = $('#compare-query-overlay');
+    const storedSvg = $('#compare-stored-overlay');
+    if (!p || !$('#compare').open) {
+      clearOverlays();
+      return;
+    }
+    const rect = p.differed ? rectCorners(p.differed.rect) : null;
+    const turn = compare.shownAligned ? ALIGN[m.orientation] : null;
+    const onListing = (points) => (turn ? points.map((pt) => turnShare(pt, turn)) : points);
+    const listingPart = rect && finitePoints(p.listing_quad) ? rect.map(([s, t]) => bilinear(p.listing_quad, s, t)) : null;
+    const differs = rect ? '; dashed: the part that differs (another logo?)' : '';
+    drawOverlay(querySvg, q, finitePoints(p.listing_quad) ? onListing(p.listing_quad) : null,
+      listingPart && onListing(listingPart), `Outline of the catalog photo on the listing${differs}`);
+    querySvg.dataset.aligned = String(!!turn);
+    drawOverlay(storedSvg, stored, p.stored_quad, rect, `Outline of the listing on the catalog photo${differs}`);
+  }
+
+  /** The key under the pictures: what the outlines mean, for this match. */
+  function fillLegend(m) {
+    const p = m.parts;
+    const legend = $('#compare-legend');
+    if (!p) {
+      fill(legend, h('li', { class: 'muted' },
+        'No outline: this match was not compared part by part (no geometric fit between the two pictures).'));
+    } else {
+      const past = finitePoints(p.listing_quad)
+        && p.listing_quad.some(([x, y]) => x < -0.01 || y < -0.01 || x > 1.01 || y > 1.01);
+      fill(legend,
+        h('li', { class: 'legend-match' }, h('span', { class: 'ov-swatch ov-swatch-match', 'aria-hidden': 'true' }),
+          h('span', {}, h('strong', {}, 'Matched region'), ' — where the pictures line up: the catalog photo’s outline on the listing, the listing’s on the catalog photo. Shaded: not in the other picture.')),
+        p.differed
+          ? h('li', { class: 'legend-differed' }, h('span', { class: 'ov-swatch ov-swatch-differed', 'aria-hidden': 'true' }),
+            h('span', {}, h('strong', {}, 'This part differs: another logo?'), ' Compare it by eye; a match like this goes to review, not flagged.'))
+          : null,
+        past ? h('li', { class: 'legend-crop muted' },
+          'The catalog photo’s outline runs past the listing’s edges: the listing shows only part of it (a crop).') : null,
+        h('li', { class: 'legend-aligned muted', hidden: !compare.aligned }, 'The listing is shown turned back; its outline is turned with it.'));
+    }
+    legend.hidden = false;
+  }
+
   $('#compare-align').addEventListener('click', () => setAligned(!compare.aligned));
+  $('#compare-query').addEventListener('load', (e) => {
+    compare.shownAligned = e.target.dataset.aligned === 'true';
+    drawOverlays();
+  });
+  $('#compare-stored').addEventListener('load', drawOverlays);
+  // The pictures' boxes change with the window (and when the dialog opens): follow them.
+  if (typeof ResizeObserver === 'function') {
+    const resized = new ResizeObserver(() => drawOverlays());
+    for (const frame of document.querySelectorAll('#compare .compare-frame')) resized.observe(frame);
+  } else {
+    window.addEventListener('resize', drawOverlays);
+  }
   $('#compare').addEventListener('close', () => {
     if (check.alignedUrl) URL.revokeObjectURL(check.alignedUrl);
     check.alignedUrl = '';
