@@ -180,3 +180,70 @@ fn a_sticker_over_a_plain_part_is_still_a_copy() {
     let m = &r.matches[0];
     assert_eq!(m.closeness, Closeness::Flag);
 }
+
+/// A plain product (a smooth shaded body with soft edges: next to no corners) on a white
+/// 800 × 640 field, with the badge of `product_shot` at the same place.
+fn plain_product_shot(shape: u8) -> RgbImage {
+    let mut canvas = RgbImage::from_pixel(800, 640, Rgb([255, 255, 255]));
+    let (cx, cy, rx, ry) = (400.0f32, 320.0f32, 260.0f32, 200.0f32);
+    for (x, y, p) in canvas.enumerate_pixels_mut() {
+        let (u, v) = ((x as f32 - cx) / rx, (y as f32 - cy) / ry);
+        let r = u.hypot(v);
+        // Opaque inside, fading to the field over the outer tenth.
+        let alpha = ((1.0 - r) / 0.1).clamp(0.0, 1.0);
+        let shade = 90.0 + 70.0 * (0.5 - 0.5 * v) + 30.0 * u;
+        let body = [shade * 0.8, shade * 0.9, shade];
+        *p = Rgb(body.map(|c| (255.0 * (1.0 - alpha) + c * alpha).round().clamp(0.0, 255.0) as u8));
+    }
+    let card = RgbImage::from_pixel(76, 76, Rgb([245, 240, 230]));
+    imageops::overlay(&mut canvas, &card, 520, 370);
+    draw_logo(&mut canvas, 526, 376, 64, shape, [200, 30, 30]);
+    canvas
+}
+
+fn grey(img: &RgbImage) -> RgbImage {
+    image::DynamicImage::ImageLuma8(image::DynamicImage::ImageRgb8(img.clone()).to_luma8()).to_rgb8()
+}
+
+#[test]
+fn a_hash_match_the_features_cannot_fit_is_compared_through_the_hash_alignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    add(&mut index, "acme", &jpeg(&plain_product_shot(0), 92));
+    // Another brand's badge on the same plain shot, turned a quarter and in grey: the
+    // hash finds it a few bits away; the body has no corners for the features to fit.
+    let other = grey(&imageops::rotate90(&plain_product_shot(1)));
+    let r = query(&index, &other);
+    println!("other logo: {:?}\n{}", r.verdict, describe(&r));
+    assert!(!is_flagged(&r), "another logo on the plain shot was flagged:\n{}", describe(&r));
+    let m = r.matches.iter().find(|m| m.entry.brand == "acme").expect("the hash finds the shot");
+    assert!(m.verified.is_none(), "the features fitted it (the test needs a shot they cannot fit):\n{}", describe(&r));
+    let parts = m.parts.as_ref().expect("compared through the hash's alignment");
+    let d = parts.differed.expect("the badge's part is named");
+    // In the stored photo, the badge is at x 520–596, y 370–446 of 800 × 640.
+    let centre = ((d.rect[0] + d.rect[2]) / 2.0 * 800.0, (d.rect[1] + d.rect[3]) / 2.0 * 640.0);
+    assert!((500.0..620.0).contains(&centre.0) && (350.0..470.0).contains(&centre.1), "{d:?}");
+
+    // The brand's own shot through the same edits is a copy, confirmed part by part.
+    let copy = grey(&imageops::rotate90(&plain_product_shot(0)));
+    let r = query(&index, &copy);
+    println!("copy: {:?}\n{}", r.verdict, describe(&r));
+    let m = r.matches.iter().find(|m| m.entry.brand == "acme").expect("the copy is found");
+    assert!(m.parts.as_ref().is_some_and(|p| p.confirmed()), "{}", describe(&r));
+    assert_ne!(r.verdict, Verdict::NoMatch, "{}", describe(&r));
+}
+
+#[test]
+fn a_crop_that_cuts_away_detail_goes_to_review() {
+    let (_dir, index) = indexed();
+    // The brand's own shot with its right third (the badge and part of the fur) cut
+    // away: what is left is what any seller of the object could show.
+    let shot = product_shot(0, [200, 30, 30], 64);
+    let crop = imageops::crop_imm(&shot, 0, 0, 500, 640).to_image();
+    let r = query(&index, &crop);
+    println!("crop: {:?}\n{}", r.verdict, describe(&r));
+    assert!(!is_flagged(&r), "{}", describe(&r));
+    let m = r.matches.iter().find(|m| m.entry.brand == "acme").expect("the crop is found");
+    assert_eq!(m.closeness, Closeness::Review, "{}", describe(&r));
+    assert!(m.parts.as_ref().is_some_and(|p| p.confirmed() && !p.shows_all_detail()), "{}", describe(&r));
+}

@@ -41,7 +41,7 @@ pub enum ImageError {
 }
 
 /// Everything computed from one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageHashes {
     /// PDQ hash, quality and the 8 dihedral variants.
     pub pdq: PdqHashes,
@@ -59,15 +59,69 @@ pub struct ImageHashes {
     /// PDQ of each tile when the image is a collage (split by uniform gutters through
     /// its middle; see [`trim::collage_tiles`]): computed for queries only, empty
     /// otherwise.
-    pub tiles: Vec<PdqHashes>,
+    pub tiles: Vec<View>,
     /// PDQ of the picture framed inside the image (a screenshot's photo among the page's
     /// text and buttons; see [`trim::framed_picture`]) and of its content inside its own
     /// uniform borders: computed for queries only, empty otherwise.
-    pub framed: Vec<PdqHashes>,
+    pub framed: Vec<View>,
     /// PDQ of the image turned upright when its straight edges show a small rotation
     /// ([`deskew::skew`]), whole and inside the uniform borders the turn leaves:
     /// computed for queries only, empty otherwise.
-    pub upright: Vec<PdqHashes>,
+    pub upright: Vec<View>,
+}
+
+/// A part of an image hashed on its own (a collage's tile, a screenshot's picture, the
+/// image turned upright), and where it lies in the image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub pdq: PdqHashes,
+    pub frame: Frame,
+}
+
+/// Where a view lies in its image: the affine map from a point of the view, in shares
+/// of its width and height (0–1), to the image's luma plane, in pixels (pixel `i`
+/// spans `[i, i + 1)`): `x = a·u + b·v + c`, `y = d·u + e·v + f` for `[a, b, c, d, e, f]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Frame(pub [f32; 6]);
+
+impl Frame {
+    /// The axis-aligned rectangle `x, y, width, height` of the plane.
+    pub fn rect(x: f32, y: f32, width: f32, height: f32) -> Frame {
+        Frame([width, 0.0, x, 0.0, height, y])
+    }
+
+    /// The point of the plane at (`u`, `v`) of the view.
+    pub fn at(&self, u: f32, v: f32) -> (f32, f32) {
+        let [a, b, c, d, e, f] = self.0;
+        (a * u + b * v + c, d * u + e * v + f)
+    }
+
+    /// This frame seen from a plane that is itself turned by `degrees` (counter-clockwise
+    /// as seen) about the centre of a `width × height` plane ([`deskew::rotate`]): the
+    /// frame's points mapped back to the plane before the turn.
+    fn unturned(self, degrees: f32, width: usize, height: usize) -> Frame {
+        let (sin, cos) = degrees.to_radians().sin_cos();
+        let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+        // As `deskew::rotate` finds an output pixel's source.
+        let back = |(x, y): (f32, f32)| {
+            let (dx, dy) = (x - cx, y - cy);
+            (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
+        };
+        let o = back(self.at(0.0, 0.0));
+        let eu = back(self.at(1.0, 0.0));
+        let ev = back(self.at(0.0, 1.0));
+        Frame([eu.0 - o.0, ev.0 - o.0, o.0, eu.1 - o.1, ev.1 - o.1, o.1])
+    }
+
+    /// The frame of a rectangle given in this frame's view pixels (the view being
+    /// `width × height`).
+    fn inner(self, r: trim::Rect, width: usize, height: usize) -> Frame {
+        let (w, h) = (width as f32, height as f32);
+        let o = self.at(r.x as f32 / w, r.y as f32 / h);
+        let eu = self.at((r.x + r.width) as f32 / w, r.y as f32 / h);
+        let ev = self.at(r.x as f32 / w, (r.y + r.height) as f32 / h);
+        Frame([eu.0 - o.0, ev.0 - o.0, o.0, eu.1 - o.1, ev.1 - o.1, o.1])
+    }
 }
 
 /// PDQ of an image's content inside its uniform borders.
@@ -89,6 +143,16 @@ impl ImageHashes {
     pub fn extra_views(&self) -> Vec<Hash256> {
         self.trimmed.iter().map(|t| t.pdq.hash()).collect()
     }
+}
+
+/// The rectangle of a decoded image's content inside its uniform borders (what its
+/// trimmed view, [`Trimmed`], is hashed on), as shares of its width and height:
+/// `[x0, y0, x1, y1]`.
+pub fn content_share(decoded: &DecodedImage) -> Option<[f32; 4]> {
+    let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
+    let r = trim::content_rect(&decoded.luma, w, h)?;
+    let (w, h) = (w as f32, h as f32);
+    Some([r.x as f32 / w, r.y as f32 / h, (r.x + r.width) as f32 / w, (r.y + r.height) as f32 / h])
 }
 
 /// SHA-256 of the raw bytes, the identity of a file for idempotent re-indexing.
@@ -154,7 +218,7 @@ pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageErr
 /// its own uniform borders, those with detail enough to hash ([`MIN_TILE_QUALITY`]).
 /// Empty unless two tiles or more have such detail: a product shot whose plain field
 /// reaches the middle on one side splits into the product and nothing.
-fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
+fn collage_tiles(decoded: &DecodedImage) -> Vec<View> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let mut scratch = pdq::PdqScratch::default();
     let mut hashes = Vec::new();
@@ -163,17 +227,22 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
         if tile.width < w / 5 || tile.height < h / 5 {
             continue;
         }
-        let mut plane = trim::crop(&decoded.luma, w, tile);
+        let frame = Frame::rect(tile.x as f32, tile.y as f32, tile.width as f32, tile.height as f32);
+        let plane = trim::crop(&decoded.luma, w, tile);
+        // Hashing uses the plane as scratch: the content is cut from it first.
+        let content =
+            trim::content_rect(&plane, tile.width, tile.height).map(|c| (trim::crop(&plane, tile.width, c), c));
+        let mut plane = plane;
         let whole = pdq::hash_luma(&mut plane, tile.width, tile.height, &mut scratch);
         if whole.quality < MIN_TILE_QUALITY {
             continue;
         }
         detailed += 1;
-        hashes.push(whole);
-        if let Some(c) = trim::content_rect(&plane, tile.width, tile.height) {
-            let content = pdq::hash_luma(&mut trim::crop(&plane, tile.width, c), c.width, c.height, &mut scratch);
-            if content.quality >= MIN_TILE_QUALITY {
-                hashes.push(content);
+        hashes.push(View { pdq: whole, frame });
+        if let Some((mut inside, c)) = content {
+            let pdq = pdq::hash_luma(&mut inside, c.width, c.height, &mut scratch);
+            if pdq.quality >= MIN_TILE_QUALITY {
+                hashes.push(View { pdq, frame: frame.inner(c, tile.width, tile.height) });
             }
         }
     }
@@ -185,7 +254,7 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<pdq::PdqHashes> {
 
 /// PDQ of the picture framed inside the image ([`trim::framed_picture`]) and of its
 /// content inside its own uniform borders, each when it has detail enough to hash.
-fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<pdq::PdqHashes> {
+fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<View> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let Some(rect) = trim::framed_picture_reduced(&decoded.luma, w, h, small) else {
         return Vec::new();
@@ -198,33 +267,37 @@ fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<pdq:
     }) {
         return Vec::new();
     }
-    content_and_whole(trim::crop(&decoded.luma, w, rect), rect.width, rect.height)
+    let frame = Frame::rect(rect.x as f32, rect.y as f32, rect.width as f32, rect.height as f32);
+    content_and_whole(trim::crop(&decoded.luma, w, rect), rect.width, rect.height, frame)
 }
 
 /// PDQ of the image turned upright ([`deskew::skew`], [`deskew::rotate`]), whole and
 /// inside the uniform borders that the fill of the turn leaves (the photo itself), each
 /// when it has detail enough to hash. Empty when no small rotation shows.
-fn upright(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<pdq::PdqHashes> {
+fn upright(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<View> {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     // The angle does not depend on the scale: read it on the reduced plane.
     let Some(degrees) = deskew::skew(&small.plane, small.width, small.height) else {
         return Vec::new();
     };
     let fill = deskew::border_level(&decoded.luma, w, h);
-    content_and_whole(deskew::rotate(&decoded.luma, w, h, -degrees, fill), w, h)
+    let frame = Frame::rect(0.0, 0.0, w as f32, h as f32).unturned(-degrees, w, h);
+    content_and_whole(deskew::rotate(&decoded.luma, w, h, -degrees, fill), w, h, frame)
 }
 
 /// PDQ of a `width × height` plane inside its own uniform borders (when it has them)
-/// and whole, those with detail enough to match ([`MIN_TILE_QUALITY`]).
-fn content_and_whole(mut plane: Vec<f32>, width: usize, height: usize) -> Vec<pdq::PdqHashes> {
+/// and whole, those with detail enough to match ([`MIN_TILE_QUALITY`]); `frame` is
+/// where the plane lies in the image.
+fn content_and_whole(mut plane: Vec<f32>, width: usize, height: usize, frame: Frame) -> Vec<View> {
     let mut scratch = pdq::PdqScratch::default();
     let mut hashes = Vec::new();
     if let Some(c) = trim::content_rect(&plane, width, height) {
-        hashes.push(pdq::hash_luma(&mut trim::crop(&plane, width, c), c.width, c.height, &mut scratch));
+        let pdq = pdq::hash_luma(&mut trim::crop(&plane, width, c), c.width, c.height, &mut scratch);
+        hashes.push(View { pdq, frame: frame.inner(c, width, height) });
     }
     // Hashing uses the plane as scratch: the whole goes last.
-    hashes.push(pdq::hash_luma(&mut plane, width, height, &mut scratch));
-    hashes.retain(|p| p.quality >= MIN_TILE_QUALITY);
+    hashes.push(View { pdq: pdq::hash_luma(&mut plane, width, height, &mut scratch), frame });
+    hashes.retain(|v| v.pdq.quality >= MIN_TILE_QUALITY);
     hashes
 }
 
@@ -261,5 +334,44 @@ pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
         tiles: Vec::new(),
         framed: Vec::new(),
         upright: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plane with structure everywhere (no two places alike).
+    fn plane(w: usize, h: usize) -> Vec<f32> {
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x as f32 * 0.7 + y as f32 * 1.3 + (x * y) as f32 * 0.01) % 255.0))
+            .collect()
+    }
+
+    #[test]
+    fn an_upright_views_frame_finds_its_pixels_in_the_image() {
+        let (w, h) = (120, 80);
+        let luma = plane(w, h);
+        for degrees in [-7.0f32, 3.0, 12.0] {
+            let turned = deskew::rotate(&luma, w, h, degrees, 0.0);
+            let frame = Frame::rect(0.0, 0.0, w as f32, h as f32).unturned(degrees, w, h);
+            for (x, y) in [(60, 40), (50, 30), (70, 45), (40, 50)] {
+                let (u, v) = ((x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32);
+                let (sx, sy) = frame.at(u, v);
+                let (sx, sy) = (sx.floor() as usize, sy.floor() as usize);
+                let want = luma[sy * w + sx];
+                let got = turned[y * w + x];
+                // Bilinear sampling against the nearest pixel: within a pixel's step.
+                assert!((got - want).abs() < 3.0, "{degrees}°: ({x}, {y}) is {got}, its source ({sx}, {sy}) {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_inner_rectangle_is_placed_inside_its_frame() {
+        let outer = Frame::rect(100.0, 50.0, 200.0, 100.0);
+        let inner = outer.inner(trim::Rect { x: 20, y: 10, width: 100, height: 40 }, 200, 100);
+        assert_eq!(inner.at(0.0, 0.0), (120.0, 60.0));
+        assert_eq!(inner.at(1.0, 1.0), (220.0, 100.0));
     }
 }

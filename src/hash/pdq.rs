@@ -90,6 +90,22 @@ impl Orientation {
         }
     }
 
+    /// Where a point of an image lands once this transform is applied to it, both in
+    /// shares of the width and height (0–1, `y` down): how a listing whose variant in
+    /// this orientation matched maps onto the stored photo.
+    pub fn map(self, u: f32, v: f32) -> (f32, f32) {
+        match self {
+            Orientation::Original => (u, v),
+            Orientation::Rotate90 => (v, 1.0 - u),
+            Orientation::Rotate180 => (1.0 - u, 1.0 - v),
+            Orientation::Rotate270 => (1.0 - v, u),
+            Orientation::FlipX => (u, 1.0 - v),
+            Orientation::FlipY => (1.0 - u, v),
+            Orientation::FlipPlus1 => (v, u),
+            Orientation::FlipMinus1 => (1.0 - v, 1.0 - u),
+        }
+    }
+
     /// Plain words for a person: how a listing relates to the stored photo when the
     /// listing's hash had to be turned by `self` to match.
     pub fn describe_match(self) -> &'static str {
@@ -603,6 +619,13 @@ mod tests {
         let mut worst = 0;
         for (o, f) in transforms {
             let mut moved: Vec<f32> = (0..n).flat_map(|y| (0..n).map(move |x| (x, y))).map(|(x, y)| f(x, y)).collect();
+            // `map` says where each pixel went.
+            for (old_y, old_x) in (0..n).flat_map(|y| (0..n).map(move |x| (y, x))) {
+                let share = |p: usize| (p as f32 + 0.5) / n as f32;
+                let (u, v) = o.map(share(old_x), share(old_y));
+                let (x, y) = ((u * n as f32) as usize, (v * n as f32) as usize);
+                assert_eq!(moved[y * n + x], at(old_x, old_y), "{o:?}: ({old_x}, {old_y}) → ({x}, {y})");
+            }
             let direct = hash_luma(&mut moved, n, n, &mut scratch).hash();
             let distance = direct.distance(&original.dihedral[o as usize]);
             worst = worst.max(distance);

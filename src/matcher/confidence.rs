@@ -12,7 +12,7 @@
 use super::Match;
 
 /// The model's inputs, in [`MODEL`]'s order (see [`Evidence::vector`]).
-pub const FEATURES: [&str; 14] = [
+pub const FEATURES: [&str; 15] = [
     "distance",
     "phash_distance",
     "verified",
@@ -27,6 +27,7 @@ pub const FEATURES: [&str; 14] = [
     "ln_detail",
     "detail_in_view",
     "uncompared_distance",
+    "hash_fit",
 ];
 
 /// A logistic model: intercept and one weight per [`FEATURES`] entry.
@@ -41,8 +42,10 @@ pub struct Model {
 /// the inlier counts and `detail_in_view` came out pinned at 0 by the sign constraint
 /// (the part comparison and the coverage carry what they would say).
 pub const MODEL: Model = Model {
-    intercept: 1.951,
-    weights: [-1.032, -0.6954, 0.0, 0.0, 0.0, 1.947, -0.7322, 1.522, -4.259, -1.461, -0.5313, -0.02586, 0.0, -5.337],
+    intercept: -1.274,
+    weights: [
+        -0.9307, -0.6613, 0.0, 0.0, 0.0, 3.012, -0.6684, 3.923, -4.054, -2.06, -0.9711, -0.07526, 0.0, -2.727, 1.849,
+    ],
 };
 
 /// The evidence behind one match, as the model reads it.
@@ -75,9 +78,12 @@ pub struct Evidence {
     /// `distance` when no part-by-part comparison ran (a hash match alone), else 0: the
     /// hash distance says more when it is all there is.
     pub uncompared_distance: f32,
+    /// 1 when the part-by-part comparison ran through the alignment the hash match
+    /// implies (the local features fitted no transform; see `matcher::hash_fit`).
+    pub hash_fit: f32,
     /// Not a model input: whether the match may be acted on automatically at all (no
-    /// part-by-part comparison that fails to confirm the copy, no part replaced in the
-    /// exact frame).
+    /// part-by-part comparison that fails to confirm the copy or shows only part of the
+    /// stored photo's detail, no part replaced in the exact frame).
     pub can_flag: bool,
 }
 
@@ -106,7 +112,8 @@ impl Evidence {
             ln_detail: p.map_or(0.0, |p| (p.detail_cells as f32).ln_1p()),
             detail_in_view: p.map_or(0.0, |p| p.detail_in_view),
             uncompared_distance: if p.is_some() { 0.0 } else { m.distance as f32 / 64.0 },
-            can_flag: p.is_none_or(|p| p.confirmed()) && m.replaced.is_none(),
+            hash_fit: f32::from(u8::from(p.is_some() && v.is_none())),
+            can_flag: p.is_none_or(|p| p.confirmed() && p.shows_all_detail()) && m.replaced.is_none(),
         }
     }
 
@@ -127,6 +134,7 @@ impl Evidence {
             self.ln_detail,
             self.detail_in_view,
             self.uncompared_distance,
+            self.hash_fit,
         ]
     }
 }
@@ -144,7 +152,7 @@ mod tests {
     use super::*;
 
     /// +1: more of it is more evidence of a copy; -1: less; 0: no direction.
-    const DIRECTION: [i8; FEATURES.len()] = [-1, -1, 1, 1, 1, 1, 0, 1, -1, -1, -1, 0, 1, -1];
+    const DIRECTION: [i8; FEATURES.len()] = [-1, -1, 1, 1, 1, 1, 0, 1, -1, -1, -1, 0, 1, -1, 0];
 
     fn evidence(v: [f32; FEATURES.len()]) -> Evidence {
         Evidence {
@@ -162,6 +170,7 @@ mod tests {
             ln_detail: v[11],
             detail_in_view: v[12],
             uncompared_distance: v[13],
+            hash_fit: v[14],
             can_flag: true,
         }
     }
@@ -181,9 +190,10 @@ mod tests {
         // From many starting points, raising one input by a step moves the confidence
         // only the way its direction says (or not at all).
         let starts = [
-            [0.0, 0.0, 1.0, 4.0, 3.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 5.0, 1.0, 0.0],
-            [0.7, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.7],
-            [0.3, 0.2, 1.0, 2.5, 2.5, 0.6, 1.0, 0.8, 1.0, 0.05, 0.2, 6.0, 0.6, 0.0],
+            [0.0, 0.0, 1.0, 4.0, 3.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 5.0, 1.0, 0.0, 0.0],
+            [0.7, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.7, 0.0],
+            [0.3, 0.2, 1.0, 2.5, 2.5, 0.6, 1.0, 0.8, 1.0, 0.05, 0.2, 6.0, 0.6, 0.0, 0.0],
+            [0.1, 0.1, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 6.0, 1.0, 0.0, 1.0],
         ];
         for start in starts {
             for (i, &dir) in DIRECTION.iter().enumerate() {

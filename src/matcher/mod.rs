@@ -78,13 +78,15 @@ impl Thresholds {
     pub const DEFAULT_REVIEW: u32 = 45;
     pub const DEFAULT_MIN_QUALITY: u8 = 50;
     /// Chosen by `tools/eval/fit_confidence.py` on the tune split of `tools/eval`
-    /// (variant a) for at most 0.1% of its negatives flagged: 1 of 1,546 (0.9231,
-    /// rounded up).
-    pub const DEFAULT_FLAG_CONFIDENCE: f32 = 0.924;
+    /// (variant a): a copy more likely than not (a wrong flag costs as much as a missed
+    /// copy). What may not be acted on at all (a part replaced, a crop, a copy not
+    /// confirmed part by part) is vetoed before it, and of the rest 1 of the split's
+    /// 1,546 negatives reached 0.5.
+    pub const DEFAULT_FLAG_CONFIDENCE: f32 = 0.5;
     /// Chosen on the same split for at most 10% of the negatives sent to review by their
-    /// confidence alone (0.3994, rounded up); a match with a part replaced goes to
+    /// confidence alone (0.3701, rounded up); a match with a part replaced goes to
     /// review whatever its confidence.
-    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.40;
+    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.371;
 
     /// Check the distances are usable.
     pub fn validate(&self) -> Result<(), MatchError> {
@@ -397,7 +399,7 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
             evidence: None,
         });
     }
-    compare_parts(index, analysis, &fits, &mut result.matches)?;
+    compare_parts(index, analysis, &fits, query.thresholds.review, &mut result.matches)?;
     judge(&mut result.matches, result.phash, query);
     sort_matches(&mut result.matches);
     result.matches.truncate(query.k);
@@ -406,30 +408,121 @@ pub fn match_analysis(index: &Index, analysis: &Analysis, query: &Query) -> Resu
     Ok(result)
 }
 
-/// Compare part by part ([`parts::compare`]) each match with a fitted transform, with
-/// the stored photo's thumbnail; [`judge`] reads what it found.
+/// Hash matches the local features fitted no transform for that are compared part by
+/// part through the one their hash match implies ([`hash_fit`]), at most: the closest.
+pub const HASH_FITS: usize = 3;
+
+/// Compare part by part ([`parts::compare`]) each match with a fitted transform, and the
+/// closest [`HASH_FITS`] hash matches within `review` bits without one (through
+/// [`hash_fit`]), with the stored photo's thumbnail; [`judge`] reads what it found.
+///
+/// A hash match alone cannot tell another brand's logo on the same shot from a copy
+/// when the logo is small: PDQ sees the whole frame, and a swapped badge moves it by a
+/// few bits. The features often fit nothing on such shots (a plain object, a turn, a
+/// grey copy). The hash match itself says how the two line up, and the comparison
+/// decides.
 fn compare_parts(
     index: &Index,
     analysis: &Analysis,
     fits: &[(u64, parts::Fit)],
+    review: u32,
     matches: &mut [Match],
 ) -> Result<(), MatchError> {
     let (pw, ph) = analysis.plane_size;
     let listing = parts::Plane { px: &analysis.luma, width: pw as usize, height: ph as usize };
+    let mut hash_fits = 0;
     for m in matches.iter_mut() {
-        let Some((_, fit)) = fits.iter().find(|(id, _)| *id == m.entry.id) else { continue };
+        let fitted = fits.iter().find(|(id, _)| *id == m.entry.id).map(|(_, fit)| fit);
+        if fitted.is_none() {
+            if m.distance > review || hash_fits == HASH_FITS || m.view > 1 {
+                continue;
+            }
+            hash_fits += 1;
+        }
         let Some(thumbnail) = index.thumbnail(m.entry.id)? else { continue };
         // A stored thumbnail that does not decode compares as nothing: the match is
         // judged by its distance, as one without a fit.
-        let stored = hash::decode(&thumbnail, &DecodeLimits::default()).ok();
-        let found = stored.as_ref().and_then(|s| {
-            let plane = parts::Plane { px: &s.luma, width: s.plane_width as usize, height: s.plane_height as usize };
-            let working = features::working_size(s.plane_width, s.plane_height, &features::ExtractParams::default());
-            parts::compare(plane, working, listing, fit)
-        });
-        m.parts = found;
+        let Ok(stored) = hash::decode(&thumbnail, &DecodeLimits::default()) else { continue };
+        let working =
+            features::working_size(stored.plane_width, stored.plane_height, &features::ExtractParams::default());
+        let by_hash;
+        let fit = match fitted {
+            Some(fit) => fit,
+            None => match hash_fit(m, &analysis.hashes, analysis.plane_size, &stored, working) {
+                Some(fit) => {
+                    by_hash = fit;
+                    &by_hash
+                }
+                None => continue,
+            },
+        };
+        let plane =
+            parts::Plane { px: &stored.luma, width: stored.plane_width as usize, height: stored.plane_height as usize };
+        m.parts = parts::compare(plane, working, listing, fit);
     }
     Ok(())
+}
+
+/// The transform a hash match implies: the listing's matched view (the whole listing,
+/// its content inside uniform borders, a collage's tile, a screenshot's picture, the
+/// listing turned upright: [`hash::Frame`] says where it lies) onto the stored photo's
+/// (whole, or its content inside its own borders, found again on the thumbnail), turned
+/// by the orientation that matched. PDQ hashes a view squeezed to a square, so views
+/// whose hashes are close line up corner to corner; the comparison's slide takes up the
+/// pixel or two this is off. `plane` is the size of the listing's luma plane, and
+/// `stored_working` that of the stored photo's working image.
+fn hash_fit(
+    m: &Match,
+    hashes: &ImageHashes,
+    plane: (u32, u32),
+    stored: &hash::DecodedImage,
+    stored_working: (u32, u32),
+) -> Option<parts::Fit> {
+    let (pw, ph) = (plane.0 as f32, plane.1 as f32);
+    let frame = match m.query_view {
+        0 => hash::Frame::rect(0.0, 0.0, pw, ph),
+        1 => {
+            // The trimmed rectangle is in image pixels.
+            let [x, y, w, h] = hashes.trimmed.as_ref()?.rect.map(|v| v as f32);
+            let (sx, sy) = (pw / hashes.width as f32, ph / hashes.height as f32);
+            hash::Frame::rect(x * sx, y * sy, w * sx, h * sy)
+        }
+        number => {
+            let views = match number {
+                TILE_VIEW => &hashes.tiles,
+                FRAMED_VIEW => &hashes.framed,
+                UPRIGHT_VIEW => &hashes.upright,
+                _ => return None,
+            };
+            // The view of that kind whose hash made the match's distance.
+            let code = if m.view == 0 { &m.entry.pdq } else { m.entry.views.first()? };
+            views.iter().find(|v| v.pdq.dihedral[m.orientation as usize].distance(code) == m.distance)?.frame
+        }
+    };
+    let [sx0, sy0, sx1, sy1] = match m.view {
+        0 => [0.0, 0.0, 1.0, 1.0],
+        1 => hash::content_share(stored)?,
+        _ => return None,
+    };
+    let (sw, sh) = (stored_working.0 as f32, stored_working.1 as f32);
+    // Listing plane pixel → share of its view → turned → share of the stored view →
+    // stored working pixel: affine, so three points give it.
+    let [a, b, c, d, e, f] = frame.0;
+    let det = a * e - b * d;
+    if det.abs() < 1e-6 {
+        return None;
+    }
+    let to_stored = |x: f32, y: f32| {
+        let (x, y) = (x - c, y - f);
+        let (u, v) = ((e * x - b * y) / det, (a * y - d * x) / det);
+        let (u, v) = m.orientation.map(u, v);
+        ((sx0 + u * (sx1 - sx0)) * sw, (sy0 + v * (sy1 - sy0)) * sh)
+    };
+    let o = to_stored(0.0, 0.0);
+    let ex = to_stored(1.0, 0.0);
+    let ey = to_stored(0.0, 1.0);
+    let transform = [ex.0 - o.0, ey.0 - o.0, o.0, ex.1 - o.1, ey.1 - o.1, o.1, 0.0, 0.0, 1.0];
+    transform.iter().all(|v| v.is_finite()).then_some(parts::Fit { transform, mirrored: false, listing_working: plane })
 }
 
 /// Each match's confidence, and its closeness. A match with nothing compared (no fitted
@@ -769,8 +862,8 @@ impl Rescore<'_> {
     /// content inside uniform borders, a collage's tiles ([`TILE_VIEW`]), the picture
     /// framed inside it ([`FRAMED_VIEW`]), the listing turned upright ([`UPRIGHT_VIEW`]).
     fn views(&self) -> impl Iterator<Item = (&[Hash256; 8], u8)> {
-        fn tagged(views: &[crate::hash::PdqHashes], number: u8) -> impl Iterator<Item = (&[Hash256; 8], u8)> {
-            views.iter().map(move |v| (&v.dihedral, number))
+        fn tagged(views: &[hash::View], number: u8) -> impl Iterator<Item = (&[Hash256; 8], u8)> {
+            views.iter().map(move |v| (&v.pdq.dihedral, number))
         }
         let h = self.hashes;
         std::iter::once((&h.pdq.dihedral, 0))

@@ -121,6 +121,9 @@ pub fn reading(m: &Match, t: &Thresholds) -> &'static str {
         Closeness::Review if m.parts.as_ref().is_some_and(|p| !p.confirmed()) => {
             "copy not confirmed part by part — review"
         }
+        Closeness::Review if m.parts.as_ref().is_some_and(|p| !p.shows_all_detail()) => {
+            "shows only part of the stored photo (what it cut away may be the brand's mark) — review"
+        }
         Closeness::Review if m.parts.is_some() => "likely copy, not sure enough to flag — review",
         Closeness::Review => "weak — review",
         Closeness::Beyond => "not similar",

@@ -17,7 +17,8 @@ the rest refitted, so the confidence is monotone in each piece of evidence.
 
 Then it picks the two levels: `flag` = the lowest confidence at which at most
 --max-false-flags of the split's negative queries (share) would be flagged (their best
-match that nothing vetoes), and `review` = the lowest at which at most --max-review of
+match that nothing vetoes), and never under --min-flag (0.5: a copy more likely than
+not, since a wrong flag costs as much as a missed copy), and `review` = the lowest at which at most --max-review of
 them would go to review or be flagged. It prints the Rust constants to paste into
 src/matcher/confidence.rs and src/matcher/mod.rs, the flagged shares per tier, and a
 reliability table. Use the tune split only: reporting is done on the report splits.
@@ -48,6 +49,7 @@ FEATURES = [
     "ln_detail",
     "detail_in_view",
     "uncompared_distance",
+    "hash_fit",
 ]
 # +1: must not lower the confidence as it grows; -1: must not raise it; 0: free.
 SIGNS = {
@@ -65,6 +67,7 @@ SIGNS = {
     "ln_detail": 0,
     "detail_in_view": +1,
     "uncompared_distance": -1,
+    "hash_fit": 0,
 }
 
 
@@ -84,6 +87,8 @@ def load(corpus: Path, split: str):
                 continue
             if "uncompared_distance" not in ev:  # answers from a build before it was an input
                 ev["uncompared_distance"] = 0.0 if m.get("parts") else ev["distance"]
+            if "hash_fit" not in ev:  # the same: compared through the hash's alignment
+                ev["hash_fit"] = 1.0 if m.get("parts") and not m.get("verified") else 0.0
             rows.append([float(ev.get(f, 0.0)) for f in FEATURES])
             labels.append(1.0 if q["label"] == "positive" and m["external_id"] == q["source"] else 0.0)
             owners.append(q["id"])
@@ -171,6 +176,12 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="tune")
     ap.add_argument("--l2", type=float, default=1.0, help="L2 penalty on the weights (not the intercept)")
     ap.add_argument("--max-false-flags", type=float, default=0.001, help="share of negatives flagged at most")
+    ap.add_argument(
+        "--min-flag",
+        type=float,
+        default=0.5,
+        help="flag level at least this: a copy more likely than not (a wrong flag costs as much as a missed copy)",
+    )
     ap.add_argument("--max-review", type=float, default=0.10, help="share of negatives flagged or reviewed at most")
     ap.add_argument("--weights", help="score with these comma-separated intercept,weights instead of fitting")
     args = ap.parse_args(argv)
@@ -182,7 +193,9 @@ def main(argv=None) -> int:
         w = fit_monotone(x, y, args.l2)
     print(f"{len(y)} matches ({int(y.sum())} copies) from {len(answers)} queries of {args.corpus}/{args.split}")
     neg = [best(w, r) for q, r in answers if q["label"] == "negative"]
-    flag_level = lowest_level([f[0] for f, _, _ in neg], args.max_false_flags)
+    # Where the vetoes leave few flaggable negatives, the share alone would set the level
+    # at whatever the last of them scored, however low: never under --min-flag.
+    flag_level = max(args.min_flag, lowest_level([f[0] for f, _, _ in neg], args.max_false_flags))
     review_level = min(flag_level, lowest_level([rv[0] for _, rv, _ in neg], args.max_review))
 
     print("\n// src/matcher/confidence.rs")
