@@ -915,3 +915,27 @@ fn a_jpeg_truncated_mid_scan_is_a_failure() {
     let out = env.run(&index_args(&[s(&whole)]), 0);
     assert_eq!(summary(&out.stdout), (1, 0, 0, 0));
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    // `lookalike query --json … | head -1`: once the reader is gone, the rest of the
+    // output has nowhere to go; the command stops without a panic, exit code 0.
+    let env = Env::new();
+    let cat = env.path("catalog");
+    save(&photo(7, 320, 240), &cat.join("a.png"));
+    env.run(&index_args(&[s(&cat)]), 0);
+    let image = cat.join("a.png");
+    let mut args = vec!["query", "--json"];
+    // Enough images that the command is still writing when the reader leaves.
+    args.extend(std::iter::repeat_n(s(&image), 200));
+    let mut child = env.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.contains("\"verdict\""), "{first}");
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

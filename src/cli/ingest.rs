@@ -215,7 +215,7 @@ pub fn run(data: &Path, args: &IndexArgs, limits: &DecodeLimits) -> Result<u8> {
         writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     progress.finish_and_clear();
-    println!(
+    outln!(
         "indexed {} new, {} already present, {} skipped (not images), {} failed — brand {}, into {}",
         tally.added,
         tally.present,

@@ -1,8 +1,32 @@
 //! The command line: parse, validate, call the library, print. No policy lives here.
 
+/// `println!` for a command's results, through standard output's lock, returning the
+/// write's error (a closed pipe: `lookalike query … | head -1`) instead of panicking on
+/// it; see [`StdoutClosed`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::StdoutClosed::from)?
+    }};
+}
+
+/// `print!` the same way as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::StdoutClosed::from)?
+    }};
+}
+
 mod ingest;
 mod output;
 mod remote;
+
+/// Writing a result to standard output failed. When the reader has gone (a closed pipe),
+/// the command ends quietly with exit code 0, as `cat` and `grep` do.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output: {0}")]
+pub struct StdoutClosed(#[from] std::io::Error);
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -388,12 +412,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Compact => {
             let mut index = open_writable(&cli.data)?;
             let dropped = index.compact()?;
-            println!("compacted {}: dropped {dropped} deleted records, {} remain", cli.data.display(), index.records());
+            outln!("compacted {}: dropped {dropped} deleted records, {} remain", cli.data.display(), index.records());
             Ok(EXIT_OK)
         }
         Command::Repair => {
             let n = Index::repair(&cli.data).with_context(|| format!("repairing {}", cli.data.display()))?;
-            println!("rebuilt {} from its catalog: {n} live entries", cli.data.display());
+            outln!("rebuilt {} from its catalog: {n} live entries", cli.data.display());
             Ok(EXIT_OK)
         }
         Command::Hnsw(args) => {
@@ -404,11 +428,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             let started = std::time::Instant::now();
             index.build_hnsw(params)?;
-            println!(
-                "built an HNSW graph over {} records in {:.1} s",
-                index.records(),
-                started.elapsed().as_secs_f64()
-            );
+            outln!("built an HNSW graph over {} records in {:.1} s", index.records(), started.elapsed().as_secs_f64());
             Ok(EXIT_OK)
         }
     }
@@ -523,11 +543,11 @@ fn keys(args: &KeysArgs) -> Result<u8> {
             let key = keys.add(name, *role, brands.clone())?;
             keys.store(file)?;
             eprintln!("added key {name:?} ({role:?}) to {}; it is shown only now:", file.display());
-            println!("{key}");
+            outln!("{key}");
         }
         KeysAction::List { file } => {
             for k in grpc::auth::KeyFile::load(file)?.keys {
-                println!("{}\t{:?}\t{}", k.name, k.role, k.brands.join(","));
+                outln!("{}\t{:?}\t{}", k.name, k.role, k.brands.join(","));
             }
         }
     }
@@ -608,7 +628,7 @@ fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
     let mut code = EXIT_OK;
     for path in &args.images {
         let result = read_input(path, limits).and_then(|bytes| Ok(matcher::match_image(&index, &bytes, limits, &q)?));
-        code = code.max(report_match(path, result, args.json));
+        code = code.max(report_match(path, result, args.json)?);
     }
     Ok(code)
 }
@@ -616,26 +636,22 @@ fn query(data: &Path, args: &QueryArgs, limits: &DecodeLimits) -> Result<u8> {
 /// Print one queried image's result (table or JSON line) or its error, the same way for
 /// local and remote queries. Returns the exit code it calls for: 1 when the image matched
 /// nothing, was too flat to judge, or failed.
-fn report_match(path: &Path, result: Result<matcher::MatchResult>, json: bool) -> u8 {
+fn report_match(path: &Path, result: Result<matcher::MatchResult>, json: bool) -> Result<u8> {
     match result {
         Ok(r) => {
             if json {
-                println!("{}", output::match_json(path, &r));
+                outln!("{}", output::match_json(path, &r));
             } else {
-                print!("{}", output::match_table(path, &r));
+                out!("{}", output::match_table(path, &r));
             }
-            if matches!(r.verdict, Verdict::NoMatch | Verdict::LowQuality) {
-                EXIT_PARTIAL
-            } else {
-                EXIT_OK
-            }
+            Ok(if matches!(r.verdict, Verdict::NoMatch | Verdict::LowQuality) { EXIT_PARTIAL } else { EXIT_OK })
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"path": path.display().to_string(), "error": format!("{e:#}")}));
+                outln!("{}", serde_json::json!({"path": path.display().to_string(), "error": format!("{e:#}")}));
             }
             eprintln!("lookalike: {}: {e:#}", path.display());
-            EXIT_PARTIAL
+            Ok(EXIT_PARTIAL)
         }
     }
 }
@@ -647,9 +663,9 @@ fn hash_files(args: &HashArgs, limits: &DecodeLimits) -> Result<u8> {
         match result {
             Ok(h) => {
                 if args.json {
-                    println!("{}", output::hash_json(path, &h, args.orientations));
+                    outln!("{}", output::hash_json(path, &h, args.orientations));
                 } else {
-                    print!("{}", output::hash_text(path, &h, args.orientations));
+                    out!("{}", output::hash_text(path, &h, args.orientations));
                 }
             }
             Err(e) => {
@@ -665,9 +681,9 @@ fn stats(data: &Path, args: &StatsArgs) -> Result<u8> {
     let index = open_read(data)?;
     let stats = index.stats()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        outln!("{}", serde_json::to_string_pretty(&stats)?);
     } else {
-        print!("{}", output::stats_text(&stats));
+        out!("{}", output::stats_text(&stats));
     }
     Ok(EXIT_OK)
 }
@@ -684,7 +700,7 @@ fn delete(data: &Path, args: &DeleteArgs) -> Result<u8> {
         return Ok(EXIT_PARTIAL);
     }
     let shown: Vec<String> = ids.iter().map(u64::to_string).collect();
-    println!(
+    outln!(
         "deleted {} entr{} (id {}); run `lookalike compact` to reclaim space",
         ids.len(),
         if ids.len() == 1 { "y" } else { "ies" },
@@ -717,8 +733,16 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli) {
+    let outcome = run(cli).and_then(|code| {
+        use std::io::Write as _;
+        std::io::stdout().flush().map_err(StdoutClosed::from)?;
+        Ok(code)
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some_and(|c| c.0.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::from(EXIT_OK)
+        }
         Err(e) => {
             eprintln!("lookalike: error: {e:#}");
             ExitCode::from(EXIT_ERROR)

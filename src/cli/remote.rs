@@ -133,7 +133,7 @@ async fn index(server: &Remote, args: &IndexArgs, limits: &DecodeLimits) -> Resu
     progress.finish_and_clear();
     let unanswered = sent.lock().expect("not poisoned").len().saturating_sub(answered) as u64;
     failed += read_failed + unanswered;
-    println!(
+    outln!(
         "indexed {added} new, {present} already present, {skipped} skipped (not images), {failed} failed — brand {}, into {}",
         args.brand,
         server.url
@@ -179,7 +179,7 @@ async fn query(server: &Remote, args: &QueryArgs, limits: &DecodeLimits) -> Resu
             Err(status) if status.code() == Code::InvalidArgument => Err(anyhow::anyhow!("{}", status.message())),
             Err(status) => return Err(status_error(status)),
         };
-        code = code.max(report_match(path, result, args.json));
+        code = code.max(report_match(path, result, args.json)?);
     }
     Ok(code)
 }
@@ -199,19 +199,19 @@ async fn stats(server: &Remote, args: &StatsArgs) -> Result<u8> {
             "mih_records": s.mih_records, "hnsw_points": s.hnsw_points, "bytes_on_disk": s.bytes_on_disk,
             "by_brand_label": by,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(EXIT_OK);
     }
-    println!("index at {}", server.url);
-    println!("  entries   {} live, {} deleted (records in files: {})", s.live, s.deleted, s.records);
+    outln!("index at {}", server.url);
+    outln!("  entries   {} live, {} deleted (records in files: {})", s.live, s.deleted, s.records);
     if !s.by_brand_label.is_empty() {
-        println!("  by brand and label:");
+        outln!("  by brand and label:");
         let w = s.by_brand_label.iter().map(|b| b.brand.chars().count()).max().unwrap_or(5);
         for b in &s.by_brand_label {
-            println!("    {:<w$}  {:<10}  {}", b.brand, label(b.label), b.count);
+            outln!("    {:<w$}  {:<10}  {}", b.brand, label(b.label), b.count);
         }
     }
-    println!("  on disk   {} bytes", s.bytes_on_disk);
+    outln!("  on disk   {} bytes", s.bytes_on_disk);
     Ok(EXIT_OK)
 }
 
@@ -227,12 +227,7 @@ async fn delete(server: &Remote, args: &DeleteArgs) -> Result<u8> {
         Ok(r) => {
             let ids = r.into_inner().deleted_ids;
             let shown: Vec<String> = ids.iter().map(u64::to_string).collect();
-            println!(
-                "deleted {} entr{} (id {})",
-                ids.len(),
-                if ids.len() == 1 { "y" } else { "ies" },
-                shown.join(", ")
-            );
+            outln!("deleted {} entr{} (id {})", ids.len(), if ids.len() == 1 { "y" } else { "ies" }, shown.join(", "));
             Ok(EXIT_OK)
         }
         Err(status) if status.code() == Code::NotFound => {
