@@ -137,11 +137,12 @@ pub enum Command {
     ///
     /// Each image's PDQ hash is searched in all eight rotations/mirrors, its local
     /// features are checked against the closest stored photos, a stored photo they fit
-    /// is compared with it part by part, and each match gets a confidence (0-1: the
-    /// probability that the listing is a copy of it). Verdicts: KNOWN_FAKE /
-    /// BRAND_PHOTO_REUSED (best match at or above --flag-confidence, and no part of the
-    /// stored photo replaced), REVIEW (at or above --review-confidence, or a part
-    /// replaced: another logo on the same shot?), NO_MATCH, LOW_QUALITY (quality under
+    /// (or the hash finds close) is compared with it part by part, and each match gets
+    /// a confidence (0-1: the probability that the listing is a copy of it). Verdicts:
+    /// KNOWN_FAKE / BRAND_PHOTO_REUSED (best match at or above --flag-confidence, no part
+    /// of the stored photo replaced, and not a crop that leaves part of it out), REVIEW
+    /// (at or above --review-confidence, or a part replaced: another logo on the same
+    /// shot?, or such a crop), NO_MATCH, LOW_QUALITY (quality under
     /// --min-quality). Exit code 1 if any image matched nothing (NO_MATCH, LOW_QUALITY)
     /// or failed.
     Query(QueryArgs),
@@ -492,6 +493,7 @@ fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
         }
         engine.set_auth(auth);
         let stats = engine.stats()?;
+        let shutdown = shutdown_signal()?;
         tracing::info!(
             data = %data.display(),
             live_entries = stats.live,
@@ -520,7 +522,7 @@ fn serve(data: &Path, args: &ServeArgs, limits: &DecodeLimits) -> Result<u8> {
             Some(tokio::spawn(crate::web::serve(listener, engine.clone(), serve_options.max_message_bytes, stopped())))
         };
         tokio::spawn(async move {
-            shutdown_signal().await;
+            shutdown.await;
             let _ = stop_tx.send(true);
         });
         let grpc_result = grpc::serve(listener, engine, &serve_options, stopped()).await;
@@ -554,28 +556,27 @@ fn keys(args: &KeysArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Listens for Ctrl-C and SIGTERM from now on, and resolves on either. The handlers are
+/// installed when this is called, not when the future is first polled: a signal sent as
+/// soon as the server is announced (and reachable) must not kill it mid-write.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("Ctrl-C received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
+        })
     }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
+    })
 }
 
 fn open_read(data: &Path) -> Result<Index> {
