@@ -50,7 +50,7 @@ fn bench_hashing(c: &mut Criterion) {
         });
         let decoded = decode(&bytes, &limits).expect("decodes");
         group.bench_with_input(BenchmarkId::new("hash_only", &id), &decoded, |b, decoded| {
-            b.iter(|| hash_decoded(&mut decoded.clone()))
+            b.iter(|| hash_decoded(decoded))
         });
     }
     group.finish();

@@ -106,10 +106,10 @@ fn large_images_hash_close_to_their_full_size_plane() {
     let decoded = lookalike::hash::decode(&bytes, &DecodeLimits::default()).unwrap();
     assert_eq!((decoded.plane_width, decoded.plane_height), (800, 600), "averaged by 3");
 
-    let mut full: Vec<f32> =
+    let full: Vec<f32> =
         img.pixels().map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).collect();
     let full_hash =
-        lookalike::hash::pdq::hash_luma(&mut full, 2400, 1800, &mut lookalike::hash::pdq::PdqScratch::default());
+        lookalike::hash::pdq::hash_luma(&full, 2400, 1800, &mut lookalike::hash::pdq::PdqScratch::default());
     let d = reduced.pdq.hash().distance(&full_hash.hash());
     assert!(d <= 8, "reduced plane is {d} bits from the full-size hash");
 }

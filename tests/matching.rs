@@ -6,27 +6,12 @@ mod common;
 
 use common::{jpeg, photo};
 use image::{imageops, Rgb, RgbImage};
-use lookalike::hash::{hash_image, index_image, DecodeLimits};
-use lookalike::index::{Index, Label, NewEntry, OpenOptions};
+use lookalike::hash::{hash_image, DecodeLimits};
+use lookalike::index::{Index, OpenOptions};
 use lookalike::matcher::{match_image, MatchResult, Query, Thresholds, Verdict};
 
 fn add(index: &mut Index, name: &str, bytes: &[u8]) {
-    let (h, thumbnail, features) = index_image(bytes, &DecodeLimits::default()).unwrap();
-    let entry = NewEntry {
-        brand: "acme".into(),
-        label: Label::Authentic,
-        external_id: name.into(),
-        source: name.into(),
-        sha256: lookalike::hash::sha256(bytes),
-        pdq: h.pdq.hash(),
-        quality: Some(h.pdq.quality),
-        phash: Some(h.phash),
-        note: None,
-        thumbnail: Some(thumbnail),
-        features: Some(features),
-        views: h.extra_views(),
-    };
-    index.add(&[entry]).unwrap();
+    common::add_authentic(index, "acme", name, bytes);
 }
 
 fn query(index: &Index, img: &RgbImage) -> MatchResult {

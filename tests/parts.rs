@@ -7,27 +7,12 @@ mod common;
 
 use common::{fixture, jpeg};
 use image::{imageops, Rgb, RgbImage};
-use lookalike::hash::{index_image, DecodeLimits};
-use lookalike::index::{Index, Label, NewEntry, OpenOptions};
+use lookalike::hash::DecodeLimits;
+use lookalike::index::{Index, OpenOptions};
 use lookalike::matcher::{match_image, Closeness, MatchResult, Query, Verdict};
 
 fn add(index: &mut Index, name: &str, bytes: &[u8]) {
-    let (h, thumbnail, features) = index_image(bytes, &DecodeLimits::default()).unwrap();
-    let entry = NewEntry {
-        brand: name.into(),
-        label: Label::Authentic,
-        external_id: name.into(),
-        source: name.into(),
-        sha256: lookalike::hash::sha256(bytes),
-        pdq: h.pdq.hash(),
-        quality: Some(h.pdq.quality),
-        phash: Some(h.phash),
-        note: None,
-        thumbnail: Some(thumbnail),
-        features: Some(features),
-        views: h.extra_views(),
-    };
-    index.add(&[entry]).unwrap();
+    common::add_authentic(index, name, name, bytes);
 }
 
 /// A logo drawn in `colour` inside a `side × side` square at (`x`, `y`): `shape` 0 is a

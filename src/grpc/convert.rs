@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::pb;
 use crate::hash::{Hash256, Orientation};
 use crate::index::{self, AddOutcome, Entry, Label, NewEntry, Selector, Stats, MAX_EXTERNAL_ID_BYTES};
-use crate::matcher::parts::{Differed, Parts};
+use crate::matcher::parts::{Aligned, Differed, Parts};
 use crate::matcher::{Closeness, MatchResult, Query, Thresholds, Verdict, Verified, MAX_K};
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -67,6 +67,7 @@ pub fn parts_to_pb(p: Parts) -> pb::PartComparison {
         in_view: p.in_view,
         listing_quad: quad_to_pb(p.listing_quad),
         stored_quad: quad_to_pb(p.stored_quad),
+        aligned_by_hash: p.aligned == Aligned::ByHash,
     }
 }
 
@@ -86,6 +87,7 @@ pub fn parts_from_pb(p: pb::PartComparison) -> Parts {
         in_view: p.in_view,
         listing_quad: quad(&p.listing_quad),
         stored_quad: quad(&p.stored_quad),
+        aligned: if p.aligned_by_hash { Aligned::ByHash } else { Aligned::ByFeatures },
     }
 }
 

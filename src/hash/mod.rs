@@ -90,10 +90,25 @@ impl Frame {
         Frame([width, 0.0, x, 0.0, height, y])
     }
 
+    /// The affine map that agrees with `map` at the view's corners (0, 0), (1, 0) and
+    /// (0, 1): `map` itself when it is affine.
+    pub fn of(map: impl Fn(f32, f32) -> (f32, f32)) -> Frame {
+        let o = map(0.0, 0.0);
+        let eu = map(1.0, 0.0);
+        let ev = map(0.0, 1.0);
+        Frame([eu.0 - o.0, ev.0 - o.0, o.0, eu.1 - o.1, ev.1 - o.1, o.1])
+    }
+
     /// The point of the plane at (`u`, `v`) of the view.
     pub fn at(&self, u: f32, v: f32) -> (f32, f32) {
         let [a, b, c, d, e, f] = self.0;
         (a * u + b * v + c, d * u + e * v + f)
+    }
+
+    /// The map as a 3×3 homography, row-major (the form `features` transforms take).
+    pub fn matrix(&self) -> [f32; 9] {
+        let [a, b, c, d, e, f] = self.0;
+        [a, b, c, d, e, f, 0.0, 0.0, 1.0]
     }
 
     /// This frame seen from a plane that is itself turned by `degrees` (counter-clockwise
@@ -102,25 +117,19 @@ impl Frame {
     fn unturned(self, degrees: f32, width: usize, height: usize) -> Frame {
         let (sin, cos) = degrees.to_radians().sin_cos();
         let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
-        // As `deskew::rotate` finds an output pixel's source.
-        let back = |(x, y): (f32, f32)| {
+        Frame::of(|u, v| {
+            // As `deskew::rotate` finds an output pixel's source.
+            let (x, y) = self.at(u, v);
             let (dx, dy) = (x - cx, y - cy);
             (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
-        };
-        let o = back(self.at(0.0, 0.0));
-        let eu = back(self.at(1.0, 0.0));
-        let ev = back(self.at(0.0, 1.0));
-        Frame([eu.0 - o.0, ev.0 - o.0, o.0, eu.1 - o.1, ev.1 - o.1, o.1])
+        })
     }
 
     /// The frame of a rectangle given in this frame's view pixels (the view being
     /// `width × height`).
     fn inner(self, r: trim::Rect, width: usize, height: usize) -> Frame {
         let (w, h) = (width as f32, height as f32);
-        let o = self.at(r.x as f32 / w, r.y as f32 / h);
-        let eu = self.at((r.x + r.width) as f32 / w, r.y as f32 / h);
-        let ev = self.at(r.x as f32 / w, (r.y + r.height) as f32 / h);
-        Frame([eu.0 - o.0, ev.0 - o.0, o.0, eu.1 - o.1, ev.1 - o.1, o.1])
+        Frame::of(|u, v| self.at((r.x as f32 + u * r.width as f32) / w, (r.y as f32 + v * r.height as f32) / h))
     }
 }
 
@@ -162,8 +171,8 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Decode `bytes` within `limits` and compute all hashes.
 pub fn hash_image(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHashes, ImageError> {
-    let mut decoded = decode(bytes, limits)?;
-    Ok(hash_decoded(&mut decoded))
+    let decoded = decode(bytes, limits)?;
+    Ok(hash_decoded(&decoded))
 }
 
 /// Longer side of the thumbnails kept for the moderator page and for comparing a
@@ -176,9 +185,9 @@ pub const THUMBNAIL_SIDE: u32 = 512;
 /// What indexing keeps of an image: its hashes, a thumbnail (see [`THUMBNAIL_SIDE`]) and
 /// its local features in stored form (`features::to_bytes`, default extraction).
 pub fn index_image(bytes: &[u8], limits: &DecodeLimits) -> Result<(ImageHashes, Vec<u8>, Vec<u8>), ImageError> {
-    let (mut decoded, thumbnail) = decode_with_thumbnail(bytes, limits, THUMBNAIL_SIDE)?;
+    let (decoded, thumbnail) = decode_with_thumbnail(bytes, limits, THUMBNAIL_SIDE)?;
     let features = crate::features::extract_decoded(&decoded, &crate::features::ExtractParams::default());
-    Ok((hash_decoded(&mut decoded), thumbnail, crate::features::to_bytes(&features)))
+    Ok((hash_decoded(&decoded), thumbnail, crate::features::to_bytes(&features)))
 }
 
 /// A listing image, ready to be matched: its hashes, and its local features
@@ -187,8 +196,8 @@ pub struct Analysis {
     pub hashes: ImageHashes,
     pub features: Vec<crate::features::Feature>,
     pub working_size: (u32, u32),
-    /// The decoded luma plane ([`DecodedImage::luma`], before hashing used it as
-    /// scratch), for comparing the listing with a stored photo part by part.
+    /// The decoded luma plane ([`DecodedImage::luma`]), for comparing the listing with a
+    /// stored photo part by part.
     pub luma: Vec<f32>,
     /// Its width and height.
     pub plane_size: (u32, u32),
@@ -196,7 +205,7 @@ pub struct Analysis {
 
 /// Decode `bytes` within `limits`, compute all hashes and the local features.
 pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageError> {
-    let mut decoded = decode(bytes, limits)?;
+    let decoded = decode(bytes, limits)?;
     let params = crate::features::ExtractParams::query();
     let features = crate::features::extract_decoded(&decoded, &params);
     let working_size = crate::features::working_size(decoded.plane_width, decoded.plane_height, &params);
@@ -205,13 +214,12 @@ pub fn analyze(bytes: &[u8], limits: &DecodeLimits) -> Result<Analysis, ImageErr
     let small = trim::reduced(&decoded.luma, w, h, trim::FRAME_SIDE);
     let framed = framed_picture(&decoded, &small);
     let upright = upright(&decoded, &small);
-    let luma = decoded.luma.clone();
     let plane_size = (decoded.plane_width, decoded.plane_height);
-    let mut hashes = hash_decoded(&mut decoded);
+    let mut hashes = hash_decoded(&decoded);
     hashes.tiles = tiles;
     hashes.framed = framed;
     hashes.upright = upright;
-    Ok(Analysis { hashes, features, working_size, luma, plane_size })
+    Ok(Analysis { hashes, features, working_size, luma: decoded.luma, plane_size })
 }
 
 /// PDQ of each tile of a collage ([`trim::collage_tiles`]) and of its content inside
@@ -229,18 +237,16 @@ fn collage_tiles(decoded: &DecodedImage) -> Vec<View> {
         }
         let frame = Frame::rect(tile.x as f32, tile.y as f32, tile.width as f32, tile.height as f32);
         let plane = trim::crop(&decoded.luma, w, tile);
-        // Hashing uses the plane as scratch: the content is cut from it first.
         let content =
             trim::content_rect(&plane, tile.width, tile.height).map(|c| (trim::crop(&plane, tile.width, c), c));
-        let mut plane = plane;
-        let whole = pdq::hash_luma(&mut plane, tile.width, tile.height, &mut scratch);
+        let whole = pdq::hash_luma(&plane, tile.width, tile.height, &mut scratch);
         if whole.quality < MIN_TILE_QUALITY {
             continue;
         }
         detailed += 1;
         hashes.push(View { pdq: whole, frame });
-        if let Some((mut inside, c)) = content {
-            let pdq = pdq::hash_luma(&mut inside, c.width, c.height, &mut scratch);
+        if let Some((inside, c)) = content {
+            let pdq = pdq::hash_luma(&inside, c.width, c.height, &mut scratch);
             if pdq.quality >= MIN_TILE_QUALITY {
                 hashes.push(View { pdq, frame: frame.inner(c, tile.width, tile.height) });
             }
@@ -268,7 +274,7 @@ fn framed_picture(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<View
         return Vec::new();
     }
     let frame = Frame::rect(rect.x as f32, rect.y as f32, rect.width as f32, rect.height as f32);
-    content_and_whole(trim::crop(&decoded.luma, w, rect), rect.width, rect.height, frame)
+    content_and_whole(&trim::crop(&decoded.luma, w, rect), rect.width, rect.height, frame)
 }
 
 /// PDQ of the image turned upright ([`deskew::skew`], [`deskew::rotate`]), whole and
@@ -282,21 +288,20 @@ fn upright(decoded: &DecodedImage, small: &trim::Reduced<'_>) -> Vec<View> {
     };
     let fill = deskew::border_level(&decoded.luma, w, h);
     let frame = Frame::rect(0.0, 0.0, w as f32, h as f32).unturned(-degrees, w, h);
-    content_and_whole(deskew::rotate(&decoded.luma, w, h, -degrees, fill), w, h, frame)
+    content_and_whole(&deskew::rotate(&decoded.luma, w, h, -degrees, fill), w, h, frame)
 }
 
 /// PDQ of a `width × height` plane inside its own uniform borders (when it has them)
 /// and whole, those with detail enough to match ([`MIN_TILE_QUALITY`]); `frame` is
 /// where the plane lies in the image.
-fn content_and_whole(mut plane: Vec<f32>, width: usize, height: usize, frame: Frame) -> Vec<View> {
+fn content_and_whole(plane: &[f32], width: usize, height: usize, frame: Frame) -> Vec<View> {
     let mut scratch = pdq::PdqScratch::default();
     let mut hashes = Vec::new();
-    if let Some(c) = trim::content_rect(&plane, width, height) {
-        let pdq = pdq::hash_luma(&mut trim::crop(&plane, width, c), c.width, c.height, &mut scratch);
+    if let Some(c) = trim::content_rect(plane, width, height) {
+        let pdq = pdq::hash_luma(&trim::crop(plane, width, c), c.width, c.height, &mut scratch);
         hashes.push(View { pdq, frame: frame.inner(c, width, height) });
     }
-    // Hashing uses the plane as scratch: the whole goes last.
-    hashes.push(View { pdq: pdq::hash_luma(&mut plane, width, height, &mut scratch), frame });
+    hashes.push(View { pdq: pdq::hash_luma(plane, width, height, &mut scratch), frame });
     hashes.retain(|v| v.pdq.quality >= MIN_TILE_QUALITY);
     hashes
 }
@@ -305,19 +310,19 @@ fn content_and_whole(mut plane: Vec<f32>, width: usize, height: usize, frame: Fr
 /// hash is unreliable; a blank tile scores near 0).
 const MIN_TILE_QUALITY: u8 = 50;
 
-/// Compute all hashes of an already decoded image (its luma plane is used as scratch).
-pub fn hash_decoded(decoded: &mut DecodedImage) -> ImageHashes {
+/// Compute all hashes of an already decoded image.
+pub fn hash_decoded(decoded: &DecodedImage) -> ImageHashes {
     let (w, h) = (decoded.plane_width as usize, decoded.plane_height as usize);
     let mut scratch = pdq::PdqScratch::default();
     let trimmed = trim::content_rect(&decoded.luma, w, h).map(|rect| {
-        let mut content = trim::crop(&decoded.luma, w, rect);
-        let pdq = pdq::hash_luma(&mut content, rect.width, rect.height, &mut scratch);
+        let content = trim::crop(&decoded.luma, w, rect);
+        let pdq = pdq::hash_luma(&content, rect.width, rect.height, &mut scratch);
         // Back to image pixels (the plane may be box-averaged).
         let (sx, sy) = (decoded.width as f64 / w as f64, decoded.height as f64 / h as f64);
         let scale = |v: usize, s: f64| (v as f64 * s).round() as u32;
         Trimmed { pdq, rect: [scale(rect.x, sx), scale(rect.y, sy), scale(rect.width, sx), scale(rect.height, sy)] }
     });
-    let filtered = pdq::filter_and_decimate(&mut decoded.luma, w, h, &mut scratch);
+    let filtered = pdq::filter_and_decimate(&decoded.luma, w, h, &mut scratch);
     let pdq = if decoded.width.min(decoded.height) < pdq::MIN_HASHABLE_SIDE as u32 {
         pdq::PdqHashes::too_small()
     } else {

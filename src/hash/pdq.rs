@@ -160,8 +160,7 @@ pub struct PdqScratch {
 
 /// Hash a luminance plane (row-major, `width * height` values in 0–255).
 ///
-/// `luma` is only read; it is `&mut` because earlier versions filtered it in place.
-pub fn hash_luma(luma: &mut [f32], width: usize, height: usize, scratch: &mut PdqScratch) -> PdqHashes {
+pub fn hash_luma(luma: &[f32], width: usize, height: usize, scratch: &mut PdqScratch) -> PdqHashes {
     if width < MIN_HASHABLE_SIDE || height < MIN_HASHABLE_SIDE {
         return PdqHashes::too_small();
     }
@@ -180,10 +179,8 @@ pub fn hash_luma(luma: &mut [f32], width: usize, height: usize, scratch: &mut Pd
 /// sampled rows (a contiguous sweep), then a small 64 × width pass, instead of eight
 /// divisions and a dozen memory passes per pixel. The result equals the reference's up
 /// to `f32` rounding order.
-///
-/// `luma` is only read.
 pub fn filter_and_decimate(
-    luma: &mut [f32],
+    luma: &[f32],
     width: usize,
     height: usize,
     scratch: &mut PdqScratch,
@@ -567,9 +564,9 @@ mod tests {
         for (w, h) in
             [(1, 1), (3, 7), (64, 64), (63, 65), (100, 37), (300, 200), (129, 1000), (1500, 1000), (1023, 1537)]
         {
-            let mut luma = gradient_image(w, h);
+            let luma = gradient_image(w, h);
             let want = reference_filter_and_decimate(&luma, w, h);
-            let got = filter_and_decimate(&mut luma, w, h, &mut scratch);
+            let got = filter_and_decimate(&luma, w, h, &mut scratch);
             let worst = want.iter().zip(got.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(worst < 2e-3, "{w}×{h}: differs by up to {worst}");
         }
@@ -578,8 +575,8 @@ mod tests {
     #[test]
     fn half_the_bits_are_set() {
         let (w, h) = (300, 200);
-        let mut luma = gradient_image(w, h);
-        let hashes = hash_luma(&mut luma, w, h, &mut PdqScratch::default());
+        let luma = gradient_image(w, h);
+        let hashes = hash_luma(&luma, w, h, &mut PdqScratch::default());
         for variant in hashes.dihedral {
             assert_eq!(variant.count_ones(), 128);
         }
@@ -587,8 +584,8 @@ mod tests {
 
     #[test]
     fn flat_image_has_zero_quality() {
-        let mut luma = vec![128.0f32; 100 * 100];
-        let hashes = hash_luma(&mut luma, 100, 100, &mut PdqScratch::default());
+        let luma = vec![128.0f32; 100 * 100];
+        let hashes = hash_luma(&luma, 100, 100, &mut PdqScratch::default());
         assert_eq!(hashes.quality, 0);
     }
 
@@ -614,11 +611,11 @@ mod tests {
             (Orientation::FlipMinus1, Box::new(|x, y| at(n - 1 - y, n - 1 - x))),
         ];
         let mut scratch = PdqScratch::default();
-        let mut plane = base.clone();
-        let original = hash_luma(&mut plane, n, n, &mut scratch);
+        let plane = base.clone();
+        let original = hash_luma(&plane, n, n, &mut scratch);
         let mut worst = 0;
         for (o, f) in transforms {
-            let mut moved: Vec<f32> = (0..n).flat_map(|y| (0..n).map(move |x| (x, y))).map(|(x, y)| f(x, y)).collect();
+            let moved: Vec<f32> = (0..n).flat_map(|y| (0..n).map(move |x| (x, y))).map(|(x, y)| f(x, y)).collect();
             // `map` says where each pixel went.
             for (old_y, old_x) in (0..n).flat_map(|y| (0..n).map(move |x| (y, x))) {
                 let share = |p: usize| (p as f32 + 0.5) / n as f32;
@@ -626,7 +623,7 @@ mod tests {
                 let (x, y) = ((u * n as f32) as usize, (v * n as f32) as usize);
                 assert_eq!(moved[y * n + x], at(old_x, old_y), "{o:?}: ({old_x}, {old_y}) → ({x}, {y})");
             }
-            let direct = hash_luma(&mut moved, n, n, &mut scratch).hash();
+            let direct = hash_luma(&moved, n, n, &mut scratch).hash();
             let distance = direct.distance(&original.dihedral[o as usize]);
             worst = worst.max(distance);
         }
@@ -639,10 +636,10 @@ mod tests {
         // on 5×5, a real hash.
         let mut scratch = PdqScratch::default();
         for (w, h) in [(3, 3), (4, 10), (10, 4), (1, 1)] {
-            let mut plane = gradient_image(w, h);
-            assert_eq!(hash_luma(&mut plane, w, h, &mut scratch), PdqHashes::too_small(), "{w}×{h}");
+            let plane = gradient_image(w, h);
+            assert_eq!(hash_luma(&plane, w, h, &mut scratch), PdqHashes::too_small(), "{w}×{h}");
         }
-        let mut plane = gradient_image(5, 5);
-        assert_ne!(hash_luma(&mut plane, 5, 5, &mut scratch).hash(), Hash256::default());
+        let plane = gradient_image(5, 5);
+        assert_ne!(hash_luma(&plane, 5, 5, &mut scratch).hash(), Hash256::default());
     }
 }

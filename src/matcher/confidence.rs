@@ -9,7 +9,7 @@
 //! sign that makes the confidence monotone in its evidence (closer hashes, more
 //! inliers, more agreement never lower it; a replaced part never raises it).
 
-use super::Match;
+use super::{parts, Match};
 
 /// The model's inputs, in [`MODEL`]'s order (see [`Evidence::vector`]).
 pub const FEATURES: [&str; 15] = [
@@ -112,7 +112,7 @@ impl Evidence {
             ln_detail: p.map_or(0.0, |p| (p.detail_cells as f32).ln_1p()),
             detail_in_view: p.map_or(0.0, |p| p.detail_in_view),
             uncompared_distance: if p.is_some() { 0.0 } else { m.distance as f32 / 64.0 },
-            hash_fit: f32::from(u8::from(p.is_some() && v.is_none())),
+            hash_fit: f32::from(u8::from(p.is_some_and(|p| p.aligned == parts::Aligned::ByHash))),
             can_flag: p.is_none_or(|p| p.confirmed() && p.shows_all_detail()) && m.replaced.is_none(),
         }
     }

@@ -432,7 +432,7 @@ fn compare_parts(
     let listing = parts::Plane { px: &analysis.luma, width: pw as usize, height: ph as usize };
     let mut hash_fits = 0;
     for m in matches.iter_mut() {
-        let fitted = fits.iter().find(|(id, _)| *id == m.entry.id).map(|(_, fit)| fit);
+        let fitted = fits.iter().find(|(id, _)| *id == m.entry.id).map(|&(_, fit)| fit);
         if fitted.is_none() {
             if m.distance > review || hash_fits == HASH_FITS || m.view > 1 {
                 continue;
@@ -445,20 +445,16 @@ fn compare_parts(
         let Ok(stored) = hash::decode(&thumbnail, &DecodeLimits::default()) else { continue };
         let working =
             features::working_size(stored.plane_width, stored.plane_height, &features::ExtractParams::default());
-        let by_hash;
         let fit = match fitted {
             Some(fit) => fit,
             None => match hash_fit(m, &analysis.hashes, analysis.plane_size, &stored, working) {
-                Some(fit) => {
-                    by_hash = fit;
-                    &by_hash
-                }
+                Some(fit) => fit,
                 None => continue,
             },
         };
         let plane =
             parts::Plane { px: &stored.luma, width: stored.plane_width as usize, height: stored.plane_height as usize };
-        m.parts = parts::compare(plane, working, listing, fit);
+        m.parts = parts::compare(plane, working, listing, &fit);
     }
     Ok(())
 }
@@ -506,23 +502,20 @@ fn hash_fit(
     };
     let (sw, sh) = (stored_working.0 as f32, stored_working.1 as f32);
     // Listing plane pixel → share of its view → turned → share of the stored view →
-    // stored working pixel: affine, so three points give it.
-    let [a, b, c, d, e, f] = frame.0;
-    let det = a * e - b * d;
-    if det.abs() < 1e-6 {
-        return None;
-    }
-    let to_stored = |x: f32, y: f32| {
-        let (x, y) = (x - c, y - f);
-        let (u, v) = ((e * x - b * y) / det, (a * y - d * x) / det);
+    // stored working pixel: affine throughout.
+    let to_view = features::invert_transform(&frame.matrix())?;
+    let transform = hash::Frame::of(|x, y| {
+        let (u, v) = features::map_with(&to_view, x, y);
         let (u, v) = m.orientation.map(u, v);
         ((sx0 + u * (sx1 - sx0)) * sw, (sy0 + v * (sy1 - sy0)) * sh)
-    };
-    let o = to_stored(0.0, 0.0);
-    let ex = to_stored(1.0, 0.0);
-    let ey = to_stored(0.0, 1.0);
-    let transform = [ex.0 - o.0, ey.0 - o.0, o.0, ex.1 - o.1, ey.1 - o.1, o.1, 0.0, 0.0, 1.0];
-    transform.iter().all(|v| v.is_finite()).then_some(parts::Fit { transform, mirrored: false, listing_working: plane })
+    })
+    .matrix();
+    transform.iter().all(|v| v.is_finite()).then_some(parts::Fit {
+        transform,
+        mirrored: false,
+        listing_working: plane,
+        aligned: parts::Aligned::ByHash,
+    })
 }
 
 /// Each match's confidence, and its closeness. A match with nothing compared (no fitted
@@ -632,14 +625,18 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32), close: 
             }
         }
         let q = if is_mirrored { &mirrored } else { query };
+        let fit = parts::Fit {
+            transform: v.transform,
+            mirrored: is_mirrored,
+            listing_working: working,
+            aligned: parts::Aligned::ByFeatures,
+        };
         if lost > MAX_LOST_SHARE && !overlay_hides_loss(&v, q, candidate, lost) {
             // The listing is the stored photo's exact frame with a corner-rich part of
             // it replaced: another brand's logo on the same product layout looks like
             // this. (A sticker over a plain part loses little.)
             checked.replaced.push((id, lost));
-            checked
-                .fits
-                .push((id, parts::Fit { transform: v.transform, mirrored: is_mirrored, listing_working: working }));
+            checked.fits.push((id, fit));
             continue;
         }
         let others: Vec<&Vec<Feature>> = stored.iter().filter(|(other, _)| **other != id).map(|(_, f)| f).collect();
@@ -654,7 +651,7 @@ fn check_features(index: &Index, query: &[Feature], working: (u32, u32), close: 
             continue;
         }
         let distinct = if same { own_anywhere } else { own_in_place };
-        checked.fits.push((id, parts::Fit { transform: v.transform, mirrored: is_mirrored, listing_working: working }));
+        checked.fits.push((id, fit));
         checked.verified.push((
             id,
             Verified {

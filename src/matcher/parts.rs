@@ -96,7 +96,7 @@ impl Plane<'_> {
 }
 
 /// How the listing relates to the stored photo: the fitted transform and both frames.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fit {
     /// Listing working pixels → stored working pixels
     /// ([`crate::features::Verification::transform`]).
@@ -105,6 +105,20 @@ pub struct Fit {
     pub mirrored: bool,
     /// The listing's working image size ([`crate::features::working_size`]).
     pub listing_working: (u32, u32),
+    /// What lined the two up.
+    pub aligned: Aligned,
+}
+
+/// What lined a listing up with the stored photo for the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aligned {
+    /// A transform the local features fitted (verified, or the exact frame with a part
+    /// replaced).
+    ByFeatures,
+    /// The alignment a hash match implies, where the features fitted nothing
+    /// (`matcher::hash_fit`).
+    ByHash,
 }
 
 /// A part of the stored photo that the listing shows replaced.
@@ -137,6 +151,8 @@ pub struct Parts {
     pub listing_quad: [[f32; 2]; 4],
     /// The listing's outline in the stored photo, the same way.
     pub stored_quad: [[f32; 2]; 4],
+    /// What lined the two up ([`Fit::aligned`]).
+    pub aligned: Aligned,
 }
 
 /// A group of disagreeing cells is a compact part when it holds at most this share of
@@ -340,6 +356,7 @@ pub fn compare_with(
         in_view: shown as f32 / (tw * th) as f32,
         listing_quad,
         stored_quad,
+        aligned: fit.aligned,
     })
 }
 

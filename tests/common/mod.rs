@@ -5,6 +5,8 @@ use std::f32::consts::TAU;
 use std::path::{Path, PathBuf};
 
 use image::{ImageFormat, RgbImage};
+use lookalike::hash::{index_image, DecodeLimits};
+use lookalike::index::{Index, Label, NewEntry};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -83,4 +85,25 @@ pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     chunk(b"IDAT", &[0x78, 0x9c, 0x01, 0x02]);
     chunk(b"IEND", &[]);
     out
+}
+
+/// Index `bytes` (decoded, hashed and with features, as `lookalike index` does) as the
+/// authentic photo `name` of `brand`.
+pub fn add_authentic(index: &mut Index, brand: &str, name: &str, bytes: &[u8]) {
+    let (h, thumbnail, features) = index_image(bytes, &DecodeLimits::default()).unwrap();
+    let entry = NewEntry {
+        brand: brand.into(),
+        label: Label::Authentic,
+        external_id: name.into(),
+        source: name.into(),
+        sha256: lookalike::hash::sha256(bytes),
+        pdq: h.pdq.hash(),
+        quality: Some(h.pdq.quality),
+        phash: Some(h.phash),
+        note: None,
+        thumbnail: Some(thumbnail),
+        features: Some(features),
+        views: h.extra_views(),
+    };
+    index.add(&[entry]).unwrap();
 }

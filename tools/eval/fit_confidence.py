@@ -29,28 +29,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-FEATURES = [
-    "distance",
-    "phash_distance",
-    "verified",
-    "ln_inliers",
-    "ln_distinct",
-    "coverage",
-    "compared",
-    "agreement",
-    "differed",
-    "differed_share",
-    "replaced",
-    "ln_detail",
-    "detail_in_view",
-    "uncompared_distance",
-    "hash_fit",
-]
+# The model's inputs in order, read from the one place that defines them.
+CONFIDENCE_RS = Path(__file__).resolve().parents[2] / "src" / "matcher" / "confidence.rs"
+
+
+def features_of(source: Path) -> list[str]:
+    m = re.search(r"pub const FEATURES: \[&str; \d+\] = \[(.*?)\];", source.read_text(), re.S)
+    if not m:
+        sys.exit(f"{source}: no `pub const FEATURES` list found")
+    return re.findall(r'"(\w+)"', m.group(1))
+
+
+FEATURES = features_of(CONFIDENCE_RS)
 # +1: must not lower the confidence as it grows; -1: must not raise it; 0: free.
 SIGNS = {
     "distance": -1,
@@ -71,6 +67,11 @@ SIGNS = {
 }
 
 
+_unsigned = [f for f in FEATURES if f not in SIGNS]
+if _unsigned:
+    sys.exit(f"no sign constraint for {_unsigned}: add them to SIGNS")
+
+
 def load(corpus: Path, split: str):
     queries = {}
     for line in open(corpus / split / "queries.jsonl"):
@@ -85,11 +86,10 @@ def load(corpus: Path, split: str):
             ev = m.get("evidence")
             if ev is None:
                 continue
-            if "uncompared_distance" not in ev:  # answers from a build before it was an input
-                ev["uncompared_distance"] = 0.0 if m.get("parts") else ev["distance"]
-            if "hash_fit" not in ev:  # the same: compared through the hash's alignment
-                ev["hash_fit"] = 1.0 if m.get("parts") and not m.get("verified") else 0.0
-            rows.append([float(ev.get(f, 0.0)) for f in FEATURES])
+            missing = [f for f in FEATURES if f not in ev]
+            if missing:
+                sys.exit(f"answers lack {missing}: rerun score.py with a build of the current source")
+            rows.append([float(ev[f]) for f in FEATURES])
             labels.append(1.0 if q["label"] == "positive" and m["external_id"] == q["source"] else 0.0)
             owners.append(q["id"])
     if not rows:
