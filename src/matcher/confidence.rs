@@ -42,9 +42,9 @@ pub struct Model {
 /// the inlier counts and `detail_in_view` came out pinned at 0 by the sign constraint
 /// (the part comparison and the coverage carry what they would say).
 pub const MODEL: Model = Model {
-    intercept: -1.274,
+    intercept: -0.9268,
     weights: [
-        -0.9307, -0.6613, 0.0, 0.0, 0.0, 3.012, -0.6684, 3.923, -4.054, -2.06, -0.9711, -0.07526, 0.0, -2.727, 1.849,
+        -0.9745, -0.7207, 0.0, 0.0, 0.0, 1.781, -0.1951, 3.971, -4.087, -1.934, -0.05478, -0.02638, 0.0, -2.933, 0.6452,
     ],
 };
 
