@@ -159,7 +159,6 @@ pub struct PdqScratch {
 }
 
 /// Hash a luminance plane (row-major, `width * height` values in 0–255).
-///
 pub fn hash_luma(luma: &[f32], width: usize, height: usize, scratch: &mut PdqScratch) -> PdqHashes {
     if width < MIN_HASHABLE_SIDE || height < MIN_HASHABLE_SIDE {
         return PdqHashes::too_small();
