@@ -80,13 +80,13 @@ impl Thresholds {
     /// Chosen by `tools/eval/fit_confidence.py` on the tune split of `tools/eval`
     /// (variant a): a copy more likely than not (a wrong flag costs as much as a missed
     /// copy). What may not be acted on at all (a part replaced, a crop, a copy not
-    /// confirmed part by part) is vetoed before it, and of the rest 1 of the split's
+    /// confirmed part by part) is vetoed before it, and of the rest none of the split's
     /// 1,546 negatives reached 0.5.
     pub const DEFAULT_FLAG_CONFIDENCE: f32 = 0.5;
     /// Chosen on the same split for at most 10% of the negatives sent to review by their
-    /// confidence alone (0.3874); a match with a part replaced goes to review whatever
+    /// confidence alone (0.3838); a match with a part replaced goes to review whatever
     /// its confidence.
-    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.3874;
+    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.3838;
 
     /// Check the distances are usable.
     pub fn validate(&self) -> Result<(), MatchError> {
@@ -504,10 +504,11 @@ fn hash_fit(
     // Listing plane pixel → share of its view → turned → share of the stored view →
     // stored working pixel: affine throughout.
     let to_view = features::invert_transform(&frame.matrix())?;
+    // In pixel indices (a pixel's centre at its index), as the features' transforms are.
     let transform = hash::Frame::of(|x, y| {
-        let (u, v) = features::map_with(&to_view, x, y);
+        let (u, v) = features::map_with(&to_view, x + 0.5, y + 0.5);
         let (u, v) = m.orientation.map(u, v);
-        ((sx0 + u * (sx1 - sx0)) * sw, (sy0 + v * (sy1 - sy0)) * sh)
+        ((sx0 + u * (sx1 - sx0)) * sw - 0.5, (sy0 + v * (sy1 - sy0)) * sh - 0.5)
     })
     .matrix();
     transform.iter().all(|v| v.is_finite()).then_some(parts::Fit {
