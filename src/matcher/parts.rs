@@ -227,7 +227,11 @@ pub fn compare_with(
 ) -> Option<Parts> {
     let cell = params.cell;
     let stride = (cell / 2).max(1);
-    let back = invert_transform(&fit.transform)?;
+    // The transform maps pixel indices (a pixel's centre at its index, as the features'
+    // keypoints are); everything here is continuous (pixel `i` spans `[i, i + 1)`). The
+    // half pixel each way matters: a turned copy read a whole pixel off at its far side.
+    let forward = continuous(&fit.transform);
+    let back = invert_transform(&forward)?;
     let (tw, th) = (stored.width, stored.height);
     if tw < cell + 2 * SLIDE as usize || th < cell + 2 * SLIDE as usize {
         return None;
@@ -236,17 +240,13 @@ pub fn compare_with(
     let (lww, lwh) = (fit.listing_working.0 as f32, fit.listing_working.1 as f32);
     let (lpw, lph) = (listing.width as f32, listing.height as f32);
     // The fit was made on the mirrored listing: its x back to the listing's (an
-    // involution, so the same both ways). In pixel indices, as the transform is.
-    let unmirror = |x: f32| if fit.mirrored { (lww - 1.0) - x } else { x };
-    // Thumbnail position (continuous: pixel `i` spans `[i, i + 1)`) → stored working
-    // pixel index → listing working pixel index → listing plane position (continuous).
-    // The transform maps pixel indices (a pixel's centre at its index, as the features'
-    // keypoints are): the half pixel each way matters, as a turned copy read a whole
-    // pixel off at its far side.
+    // involution, so the same both ways).
+    let unmirror = |x: f32| if fit.mirrored { lww - x } else { x };
+    // Thumbnail → stored working → listing working → listing plane.
     let to_listing = |u: f32, v: f32| -> (f32, f32) {
-        let (x, y) = map_with(&back, u * sww / tw as f32 - 0.5, v * swh / th as f32 - 0.5);
+        let (x, y) = map_with(&back, u * sww / tw as f32, v * swh / th as f32);
         let x = unmirror(x);
-        ((x + 0.5) * lpw / lww, (y + 0.5) * lph / lwh)
+        (x * lpw / lww, y * lph / lwh)
     };
     // Listing plane pixels per thumbnail pixel, at the thumbnail's centre.
     let (cx, cy) = (tw as f32 / 2.0, th as f32 / 2.0);
@@ -354,12 +354,12 @@ pub fn compare_with(
     });
     let corners = |w: f32, h: f32| [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)];
     let listing_quad = corners(sww, swh).map(|(x, y)| {
-        let (x, y) = map_with(&back, x - 0.5, y - 0.5);
-        [(unmirror(x) + 0.5) / lww, (y + 0.5) / lwh]
+        let (x, y) = map_with(&back, x, y);
+        [unmirror(x) / lww, y / lwh]
     });
     let stored_quad = corners(lww, lwh).map(|(x, y)| {
-        let (x, y) = map_with(&fit.transform, unmirror(x - 0.5), y - 0.5);
-        [(x + 0.5) / sww, (y + 0.5) / swh]
+        let (x, y) = map_with(&forward, unmirror(x), y);
+        [x / sww, y / swh]
     });
     Some(Parts {
         detail_cells: detail_cells as u32,
@@ -371,6 +371,24 @@ pub fn compare_with(
         stored_quad,
         aligned: fit.aligned,
     })
+}
+
+/// A transform of pixel indices (a pixel's centre at its index) as one of continuous
+/// positions (pixel `i` spans `[i, i + 1)`): `T(½) · h · T(−½)`, `T` the translation by
+/// half a pixel both ways.
+fn continuous(h: &[f32; 9]) -> [f32; 9] {
+    let mut m = *h;
+    // h · T(−½): the third column less half the first two.
+    for r in 0..3 {
+        m[r * 3 + 2] -= 0.5 * (h[r * 3] + h[r * 3 + 1]);
+    }
+    // T(½) · that: the first two rows plus half the third.
+    for r in 0..2 {
+        for c in 0..3 {
+            m[r * 3 + c] += 0.5 * m[6 + c];
+        }
+    }
+    m
 }
 
 /// Least gradient magnitude (luma per pixel, on the smoothed thumbnail) of the stored
@@ -643,6 +661,18 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn continuous_maps_pixel_centres_as_the_index_transform_maps_indices() {
+        // A perspective transform of pixel indices.
+        let h = [0.9, 0.1, 3.0, -0.2, 1.1, -2.0, 0.001, -0.002, 1.0];
+        let c = continuous(&h);
+        for (x, y) in [(0.0, 0.0), (10.0, 3.0), (-4.0, 7.5), (120.0, 80.0)] {
+            let (ix, iy) = map_with(&h, x, y);
+            let (cx, cy) = map_with(&c, x + 0.5, y + 0.5);
+            assert!((cx - (ix + 0.5)).abs() < 1e-3 && (cy - (iy + 0.5)).abs() < 1e-3, "({x}, {y})");
+        }
     }
 
     #[test]
