@@ -232,3 +232,56 @@ fn a_crop_that_cuts_away_detail_goes_to_review() {
     assert_eq!(m.closeness, Closeness::Review, "{}", describe(&r));
     assert!(m.parts.as_ref().is_some_and(|p| p.confirmed() && !p.shows_all_detail()), "{}", describe(&r));
 }
+
+/// The cat photo's fur under strong shading (a cylinder lit from the left, turning to
+/// its shadow side around x 470) on a white 800 × 640 field, with a faint logo of side
+/// `logo_side` printed on the fur across the shading's edge: the ink only darkens what
+/// it covers by a fifth (a print in nearly the object's own colour).
+fn shaded_shot(shape: u8, logo_side: u32) -> RgbImage {
+    let cat = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
+    let object = imageops::crop_imm(&cat, 60, 20, 340, 260).to_image();
+    let object = imageops::resize(&object, 510, 390, imageops::FilterType::Lanczos3);
+    let mut canvas = RgbImage::from_pixel(800, 640, Rgb([255, 255, 255]));
+    for (x, y, p) in object.enumerate_pixels() {
+        let cx = 140 + x;
+        // Lit to the left, in shadow to the right, the turn soft over x 440–500.
+        let t = ((cx as f32 - 440.0) / 60.0).clamp(0.0, 1.0);
+        let lit = 1.2 - 0.75 * t * t * (3.0 - 2.0 * t);
+        // The fur's texture kept at a third of its contrast, so the shading dominates.
+        let texture = p.0.map(|c| 170.0 + (f32::from(c) - 128.0) / 4.0);
+        canvas.put_pixel(cx, 90 + y, Rgb(texture.map(|c| (c * lit).clamp(0.0, 255.0) as u8)));
+    }
+    let mut mark = RgbImage::from_pixel(logo_side, logo_side, Rgb([0, 0, 0]));
+    draw_logo(&mut mark, 0, 0, logo_side, shape, [255, 255, 255]);
+    let (x0, y0) = (470 - logo_side / 2, 300);
+    for (x, y, m) in mark.enumerate_pixels() {
+        if m.0[0] > 0 {
+            let p = canvas.get_pixel_mut(x0 + x, y0 + y);
+            *p = Rgb(p.0.map(|c| (f32::from(c) * 0.88) as u8));
+        }
+    }
+    canvas
+}
+
+#[test]
+fn another_faint_logo_across_the_shading_of_a_textured_object_is_not_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = Index::open(dir.path(), OpenOptions::writable()).unwrap();
+    add(&mut index, "acme", &jpeg(&shaded_shot(0, 40), 92));
+    // Another faint mark at the same place: the shading's edge through both cells
+    // correlates whatever the mark; only the detail finer than the shading tells.
+    let r = query(&index, &shaded_shot(1, 40));
+    println!("other mark: {:?}\n{}", r.verdict, describe(&r));
+    assert!(!is_flagged(&r), "another mark on the shaded shot was flagged:\n{}", describe(&r));
+    let m = r.matches.iter().find(|m| m.entry.brand == "acme").expect("the shot is found");
+    let d = m.parts.as_ref().and_then(|p| p.differed).expect("the mark's part is named");
+    // The mark is at x 450–490, y 300–340 of 800 × 640.
+    let centre = ((d.rect[0] + d.rect[2]) / 2.0 * 800.0, (d.rect[1] + d.rect[3]) / 2.0 * 640.0);
+    assert!((430.0..510.0).contains(&centre.0) && (280.0..360.0).contains(&centre.1), "{d:?}");
+
+    // The brand's own shot, recompressed and a little blurred, is still a copy.
+    let copy = image::imageops::blur(&shaded_shot(0, 40), 0.8);
+    let r = query(&index, &copy);
+    println!("copy: {:?}\n{}", r.verdict, describe(&r));
+    assert_eq!(r.verdict, Verdict::BrandPhotoReused, "{}", describe(&r));
+}

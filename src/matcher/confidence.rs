@@ -42,8 +42,10 @@ pub struct Model {
 /// the inlier counts, `replaced` and `detail_in_view` came out pinned at 0 by the sign
 /// constraint (the part comparison and the coverage carry what they would say).
 pub const MODEL: Model = Model {
-    intercept: -0.9246,
-    weights: [-0.9645, -0.8544, 0.0, 0.0, 0.0, 1.644, -0.2564, 4.332, -4.09, -2.06, 0.0, -0.04243, 0.0, -2.9, 0.4046],
+    intercept: -0.8283,
+    weights: [
+        -0.9944, -0.8031, 0.0, 0.0, 0.0, 1.714, -0.09761, 4.393, -3.937, -1.93, 0.0, -0.09572, 0.0, -2.963, 0.3602,
+    ],
 };
 
 /// The evidence behind one match, as the model reads it.

@@ -84,9 +84,9 @@ impl Thresholds {
     /// 1,546 negatives reached 0.5.
     pub const DEFAULT_FLAG_CONFIDENCE: f32 = 0.5;
     /// Chosen on the same split for at most 10% of the negatives sent to review by their
-    /// confidence alone (0.3838); a match with a part replaced goes to review whatever
+    /// confidence alone (0.4051); a match with a part replaced goes to review whatever
     /// its confidence.
-    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.3838;
+    pub const DEFAULT_REVIEW_CONFIDENCE: f32 = 0.4051;
 
     /// Check the distances are usable.
     pub fn validate(&self) -> Result<(), MatchError> {

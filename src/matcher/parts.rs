@@ -11,10 +11,12 @@
 //! So, once [`crate::features::verify`] has fitted a transform, the listing is sampled
 //! at every pixel of the stored photo's thumbnail through it, both are smoothed to the
 //! coarser of their two resolutions, and they are compared in small overlapping square
-//! cells ([`CELL`] thumbnail pixels) by normalised cross-correlation, of the luma and of
-//! the gradient magnitude (the better of the two; the luma's up to sign): that ignores
-//! brightness, contrast, gamma, a recoloured or inverted print, and costs a cell nothing
-//! for blur or noise that spares its structure. Each cell may slide by up to [`SLIDE`]
+//! cells ([`CELL`] thumbnail pixels) by normalised cross-correlation of the gradient
+//! magnitude, or of the luma (up to sign) together with its finer detail (the luma less
+//! its local average: a cell's luma is often carried by the object's shading, which any
+//! shot of it shares, past a faint mark that differs): that ignores brightness,
+//! contrast, gamma, a recoloured or inverted print, and costs a cell nothing for blur
+//! or noise that spares its structure. Each cell may slide by up to [`SLIDE`]
 //! pixels, so a fit that is a pixel or two off somewhere (perspective, a loose
 //! homography) does not read as a difference.
 //!
@@ -307,6 +309,12 @@ pub fn compare_with(
     }
     let b = box_blur(&sampled, tw, th, 1);
     let gb = gradient(&b, tw, th);
+    // Both pictures' finer detail ([`band_pass`]), the stored one's read over what the
+    // listing shows only: else its average near the view's edge takes in what the
+    // listing's cannot.
+    let a_in_view: Vec<f32> = a.iter().zip(&b).map(|(&p, q)| if q.is_nan() { f32::NAN } else { p }).collect();
+    let ha = band_pass(&a_in_view, tw, th, BAND_RADIUS);
+    let hb = band_pass(&b, tw, th, BAND_RADIUS);
 
     let cols = (tw - cell) / stride + 1;
     let rows = (th - cell) / stride + 1;
@@ -327,7 +335,9 @@ pub fn compare_with(
             detail_all += 1;
             let corners = [(x0, y0), (x0 + cell - 1, y0), (x0, y0 + cell - 1), (x0 + cell - 1, y0 + cell - 1)];
             detail_shown += u32::from(corners.iter().all(|&(x, y)| !b[y * tw + x].is_nan()));
-            let cmp = Cells { a: &a, b: &b, ga: &ga, gb: &gb, w: tw, h: th, cell, min_agreement: params.min_agreement };
+            let band = (detail(&ha, tw, cell, x0, y0) >= MIN_BAND_DETAIL).then_some((ha.as_slice(), hb.as_slice()));
+            let cmp =
+                Cells { a: &a, b: &b, ga: &ga, gb: &gb, band, w: tw, h: th, cell, min_agreement: params.min_agreement };
             cells[r * cols + c] = cmp.agrees(x0, y0);
         }
     }
@@ -478,6 +488,9 @@ struct Cells<'a> {
     b: &'a [f32],
     ga: &'a [f32],
     gb: &'a [f32],
+    /// Both planes band-passed ([`band_pass`]), where the stored cell has detail at that
+    /// scale ([`MIN_BAND_DETAIL`]).
+    band: Option<(&'a [f32], &'a [f32])>,
     w: usize,
     h: usize,
     cell: usize,
@@ -487,8 +500,14 @@ struct Cells<'a> {
 impl Cells<'_> {
     /// Whether the stored cell at (`x0`, `y0`) agrees with the listing's sampled plane
     /// slid by up to [`SLIDE`] pixels (nearest slides first, stopping at the first that
-    /// agrees): the larger of the luma's correlation (up to sign) and the gradient
-    /// magnitude's reaches the agreement level. `None` when the cell is not in view at
+    /// agrees): the gradient magnitude's correlation reaches the agreement level, or the
+    /// luma's does (up to sign) and so does its finer detail's ([`band_pass`], at
+    /// [`BAND_AGREEMENT`], where the stored cell has such detail). The luma of a cell is
+    /// often carried by what any shot of the object shares (its shading, its outline, a
+    /// shadow): a faint mark that differs inside it changes the correlation by little,
+    /// and only the detail without that shading tells. The gradient magnitude is local
+    /// detail already; it keeps agreeing where a recoloured print turns the luma's
+    /// relation round on part of a cell only. `None` when the cell is not in view at
     /// every slide.
     fn agrees(&self, x0: usize, y0: usize) -> Option<bool> {
         // Compared only where every slide is in view: a cell at the edge of the view
@@ -505,8 +524,11 @@ impl Cells<'_> {
         }
         let agree = slides().any(|(sx, sy)| {
             let (pa, pb) = ((x0, y0), ((x0 as isize + sx) as usize, (y0 as isize + sy) as usize));
-            self.correlation(self.a, self.b, pa, pb).is_some_and(|l| l.abs() >= self.min_agreement)
-                || self.correlation(self.ga, self.gb, pa, pb).is_some_and(|g| g >= self.min_agreement)
+            let at_least = |c: Option<f32>, level: f32| c.is_some_and(|c| c.abs() >= level);
+            let gradient = || self.correlation(self.ga, self.gb, pa, pb).is_some_and(|g| g >= self.min_agreement);
+            let luma = || at_least(self.correlation(self.a, self.b, pa, pb), self.min_agreement);
+            let band = || self.band.is_none_or(|(ha, hb)| at_least(self.correlation(ha, hb, pa, pb), BAND_AGREEMENT));
+            gradient() || (luma() && band())
         });
         Some(agree)
     }
@@ -541,6 +563,26 @@ impl Cells<'_> {
     }
 }
 
+/// Radius of the box whose average [`band_pass`] takes away.
+pub const BAND_RADIUS: usize = 3;
+/// Least standard deviation of a stored cell's band-passed luma for its luma's
+/// agreement to need that band's too.
+pub const MIN_BAND_DETAIL: f32 = 4.0;
+/// The band's correlation (up to sign) at which it agrees: lower than
+/// [`MIN_AGREEMENT`], the band holding less of the signal and more of the noise. Chosen
+/// with [`BAND_RADIUS`] and the rule's form among 0.5, 0.6 and 0.75 (see
+/// [`Cells::agrees`]).
+pub const BAND_AGREEMENT: f32 = 0.6;
+
+/// A plane less its `(2r + 1)²` box average: the detail finer than a few pixels, without
+/// the shading, the object's outline or the lighting it sits on, which any shot of the
+/// same stock object shares and which can carry a cell's correlation past a small mark
+/// that differs.
+fn band_pass(px: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let low = box_blur(px, w, h, r);
+    px.iter().zip(&low).map(|(p, l)| p - l).collect()
+}
+
 /// The slides of a cell, nearest first.
 fn slides() -> impl Iterator<Item = (isize, isize)> {
     let mut all: Vec<(isize, isize)> = (-SLIDE..=SLIDE).flat_map(|y| (-SLIDE..=SLIDE).map(move |x| (x, y))).collect();
@@ -549,33 +591,59 @@ fn slides() -> impl Iterator<Item = (isize, isize)> {
 }
 
 /// A `(2r + 1)²` box average; a pixel out of view (NaN) stays out of view, and makes
-/// out of view nothing else (it is left out of its neighbours' averages).
+/// out of view nothing else (it is left out of its neighbours' averages). Running sums
+/// (in `f64`) over the window, so the cost does not grow with `r`.
 fn box_blur(px: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
-    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-        let mut out = vec![f32::NAN; w * h];
-        for y in 0..h {
-            for x in 0..w {
-                if src[y * w + x].is_nan() {
-                    continue;
-                }
-                let (mut s, mut n) = (0.0, 0.0);
-                for d in -(r as isize)..=r as isize {
-                    let (xx, yy) = if horizontal { (x as isize + d, y as isize) } else { (x as isize, y as isize + d) };
-                    if xx < 0 || yy < 0 || xx as usize >= w || yy as usize >= h {
-                        continue;
-                    }
-                    let p = src[yy as usize * w + xx as usize];
-                    if !p.is_nan() {
-                        s += p;
-                        n += 1.0;
-                    }
-                }
-                out[y * w + x] = s / n;
+    let value = |p: f32| if p.is_nan() { (0.0, 0u32) } else { (f64::from(p), 1u32) };
+    // Along each row.
+    let mut across = vec![f32::NAN; w * h];
+    for (row, out) in px.chunks_exact(w).zip(across.chunks_exact_mut(w)) {
+        let (mut s, mut n) = (0.0f64, 0u32);
+        for &p in &row[..(r + 1).min(w)] {
+            let (v, c) = value(p);
+            (s, n) = (s + v, n + c);
+        }
+        for x in 0..w {
+            if !row[x].is_nan() {
+                out[x] = (s / f64::from(n)) as f32;
+            }
+            if x + r + 1 < w {
+                let (v, c) = value(row[x + r + 1]);
+                (s, n) = (s + v, n + c);
+            }
+            if x >= r {
+                let (v, c) = value(row[x - r]);
+                (s, n) = (s - v, n - c);
             }
         }
-        out
+    }
+    // Down each column, a row of sums at a time.
+    let mut out = vec![f32::NAN; w * h];
+    let (mut s, mut n) = (vec![0.0f64; w], vec![0u32; w]);
+    let add = |y: usize, sign: f64, s: &mut [f64], n: &mut [u32]| {
+        for x in 0..w {
+            let (v, c) = value(across[y * w + x]);
+            s[x] += sign * v;
+            n[x] = if sign > 0.0 { n[x] + c } else { n[x] - c };
+        }
     };
-    pass(&pass(px, true), false)
+    for y in 0..(r + 1).min(h) {
+        add(y, 1.0, &mut s, &mut n);
+    }
+    for y in 0..h {
+        for x in 0..w {
+            if !px[y * w + x].is_nan() {
+                out[y * w + x] = (s[x] / f64::from(n[x])) as f32;
+            }
+        }
+        if y + r + 1 < h {
+            add(y + r + 1, 1.0, &mut s, &mut n);
+        }
+        if y >= r {
+            add(y - r, -1.0, &mut s, &mut n);
+        }
+    }
+    out
 }
 
 /// Gradient magnitude by central differences (NaN where a neighbour is out of view; 0
@@ -661,6 +729,65 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The box average written out: each pixel the mean of the in-view pixels of its
+    /// `(2r + 1)`-long window along x, then of those along y.
+    fn naive_box_blur(px: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+        let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+            let mut out = vec![f32::NAN; w * h];
+            for y in 0..h {
+                for x in 0..w {
+                    if src[y * w + x].is_nan() {
+                        continue;
+                    }
+                    let (mut s, mut n) = (0.0, 0.0);
+                    for d in -(r as isize)..=r as isize {
+                        let (xx, yy) =
+                            if horizontal { (x as isize + d, y as isize) } else { (x as isize, y as isize + d) };
+                        if xx < 0 || yy < 0 || xx as usize >= w || yy as usize >= h {
+                            continue;
+                        }
+                        let p = src[yy as usize * w + xx as usize];
+                        if !p.is_nan() {
+                            s += p;
+                            n += 1.0;
+                        }
+                    }
+                    out[y * w + x] = s / n;
+                }
+            }
+            out
+        };
+        pass(&pass(px, true), false)
+    }
+
+    #[test]
+    fn box_blur_equals_the_window_mean_out_of_view_pixels_left_out() {
+        let (w, h) = (37, 23);
+        let mut rng = SmallRng::seed_from_u64(3);
+        // A plane with a third of it out of view in a band and scattered pixels.
+        let px: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                if (10..14).contains(&x) || rng.random_range(0.0..1.0) < 0.1 || y == 0 {
+                    f32::NAN
+                } else {
+                    rng.random_range(0.0..255.0)
+                }
+            })
+            .collect();
+        for r in [1, 2, 3, 5, 40] {
+            let (fast, slow) = (box_blur(&px, w, h, r), naive_box_blur(&px, w, h, r));
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert!(
+                    (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-3,
+                    "r {r}, pixel ({}, {}): {a} against {b}",
+                    i % w,
+                    i / w
+                );
+            }
+        }
     }
 
     #[test]
