@@ -40,14 +40,18 @@ fn draw_logo(img: &mut RgbImage, x: u32, y: u32, side: u32, shape: u8, colour: [
     }
 }
 
-/// The cat photo cut to its middle (a textured object), on a white 800 × 640 field,
-/// with a logo badge on the fur of side `logo_side`.
-fn product_shot(shape: u8, colour: [u8; 3], logo_side: u32) -> RgbImage {
+/// The cat photo cut to its middle (a textured object), 510 × 390, placed at (140, 90)
+/// of the 800 × 640 shots.
+fn fur() -> RgbImage {
     let cat = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
     let object = imageops::crop_imm(&cat, 60, 20, 340, 260).to_image();
+    imageops::resize(&object, 510, 390, imageops::FilterType::Lanczos3)
+}
+
+/// [`fur`] on a white 800 × 640 field, with a logo badge on the fur of side `logo_side`.
+fn product_shot(shape: u8, colour: [u8; 3], logo_side: u32) -> RgbImage {
     let mut canvas = RgbImage::from_pixel(800, 640, Rgb([255, 255, 255]));
-    let object = imageops::resize(&object, 510, 390, imageops::FilterType::Lanczos3);
-    imageops::overlay(&mut canvas, &object, 140, 90);
+    imageops::overlay(&mut canvas, &fur(), 140, 90);
     // The badge sits on a plain card on the fur, as brand badges do.
     let card = RgbImage::from_pixel(logo_side + 12, logo_side + 12, Rgb([245, 240, 230]));
     imageops::overlay(&mut canvas, &card, 520, 370);
@@ -233,21 +237,18 @@ fn a_crop_that_cuts_away_detail_goes_to_review() {
     assert!(m.parts.as_ref().is_some_and(|p| p.confirmed() && !p.shows_all_detail()), "{}", describe(&r));
 }
 
-/// The cat photo's fur under strong shading (a cylinder lit from the left, turning to
-/// its shadow side around x 470) on a white 800 × 640 field, with a faint logo of side
-/// `logo_side` printed on the fur across the shading's edge: the ink only darkens what
-/// it covers by a fifth (a print in nearly the object's own colour).
+/// [`fur`] under strong shading (a cylinder lit from the left, turning to its shadow
+/// side around x 470) on a white 800 × 640 field, with a faint logo of side `logo_side`
+/// printed on the fur across the shading's turn: the ink only darkens what it covers by
+/// 12% (a print in nearly the object's own colour).
 fn shaded_shot(shape: u8, logo_side: u32) -> RgbImage {
-    let cat = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
-    let object = imageops::crop_imm(&cat, 60, 20, 340, 260).to_image();
-    let object = imageops::resize(&object, 510, 390, imageops::FilterType::Lanczos3);
     let mut canvas = RgbImage::from_pixel(800, 640, Rgb([255, 255, 255]));
-    for (x, y, p) in object.enumerate_pixels() {
+    for (x, y, p) in fur().enumerate_pixels() {
         let cx = 140 + x;
         // Lit to the left, in shadow to the right, the turn soft over x 440–500.
         let t = ((cx as f32 - 440.0) / 60.0).clamp(0.0, 1.0);
         let lit = 1.2 - 0.75 * t * t * (3.0 - 2.0 * t);
-        // The fur's texture kept at a third of its contrast, so the shading dominates.
+        // The fur's texture kept at a quarter of its contrast, so the shading dominates.
         let texture = p.0.map(|c| 170.0 + (f32::from(c) - 128.0) / 4.0);
         canvas.put_pixel(cx, 90 + y, Rgb(texture.map(|c| (c * lit).clamp(0.0, 255.0) as u8)));
     }
